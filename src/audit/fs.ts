@@ -1,0 +1,36 @@
+import * as nodeFs from 'node:fs';
+
+/**
+ * The file primitives the writer uses, as promises over raw fds. Injectable so tests can
+ * make write/fsync/truncate fail; production uses {@link nodeAuditFs}.
+ */
+export interface AuditFs {
+  open(path: string, flags: string | number, mode: number): Promise<number>;
+  /** Like fs.write: returns bytes written; `position` null appends (fd opened with 'a'). */
+  write(fd: number, buffer: Buffer, offset: number, length: number, position: number | null): Promise<number>;
+  fdatasync(fd: number): Promise<void>;
+  ftruncate(fd: number, length: number): Promise<void>;
+  close(fd: number): Promise<void>;
+}
+
+function done(resolve: () => void, reject: (err: Error) => void): (err: Error | null) => void {
+  return (err) => (err ? reject(err) : resolve());
+}
+
+/** Callback fs wrapped in promises: never blocks the event loop, no FileHandle objects. */
+export const nodeAuditFs: AuditFs = Object.freeze({
+  open: (path: string, flags: string | number, mode: number): Promise<number> =>
+    new Promise<number>((resolve, reject) =>
+      nodeFs.open(path, flags, mode, (err, fd) => (err ? reject(err) : resolve(fd))),
+    ),
+  write: (fd: number, buffer: Buffer, offset: number, length: number, position: number | null): Promise<number> =>
+    new Promise<number>((resolve, reject) =>
+      nodeFs.write(fd, buffer, offset, length, position, (err, written) => (err ? reject(err) : resolve(written))),
+    ),
+  fdatasync: (fd: number): Promise<void> =>
+    new Promise<void>((resolve, reject) => nodeFs.fdatasync(fd, done(resolve, reject))),
+  ftruncate: (fd: number, length: number): Promise<void> =>
+    new Promise<void>((resolve, reject) => nodeFs.ftruncate(fd, length, done(resolve, reject))),
+  close: (fd: number): Promise<void> =>
+    new Promise<void>((resolve, reject) => nodeFs.close(fd, done(resolve, reject))),
+});

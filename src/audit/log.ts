@@ -1,0 +1,348 @@
+import { constants as fsConstants } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { nodeAuditFs, type AuditFs } from './fs.js';
+import { HEAD_FILE, HEAD_SIZE, encodeHead, readHead } from './head.js';
+import { hashOfStart, lineStart, sealLine, serialiseFields } from './line.js';
+import { readTail } from './recover.js';
+
+export type { AuditFs } from './fs.js';
+
+export interface AuditEvent {
+  type: string;
+  actor?: string | null;
+  task?: string | null;
+  policy?: string | null;
+  requestId?: string | null;
+  remote?: string | null;
+  [extra: string]: unknown;
+}
+
+export interface AuditLogOptions {
+  /** Data dir; the file is `${dir}/audit.jsonl`. */
+  dir: string;
+  /** Clock in ms since epoch; default Date.now. */
+  now?: () => number;
+  /** File primitives, injectable for fault tests; default node:fs. */
+  fs?: AuditFs;
+}
+
+export interface AuditStats {
+  events: number;
+  batches: number;
+  maxBatch: number;
+}
+
+const FILE_MODE = 0o600;
+
+/** Queued appends as parallel arrays; two instances are swapped per batch so steady state allocates nothing. */
+class Queue {
+  readonly times: string[] = [];
+  readonly fields: string[] = [];
+  readonly resolves: Array<() => void> = [];
+  readonly rejects: Array<(err: unknown) => void> = [];
+
+  get length(): number {
+    return this.times.length;
+  }
+
+  push(time: string, fields: string, resolve: () => void, reject: (err: unknown) => void): void {
+    this.times.push(time);
+    this.fields.push(fields);
+    this.resolves.push(resolve);
+    this.rejects.push(reject);
+  }
+
+  clear(): void {
+    this.times.length = 0;
+    this.fields.length = 0;
+    this.resolves.length = 0;
+    this.rejects.length = 0;
+  }
+}
+
+interface State {
+  path: string;
+  fs: AuditFs;
+  now: () => number;
+  fd: number;
+  headFd: number;
+  seq: number;
+  prev: string;
+  size: number;
+}
+
+/**
+ * Append-only, hash-chained audit file with group commit: appends that arrive while a batch
+ * is being written and fsync'ed are written and fsync'ed together in the next batch.
+ */
+export class AuditLog {
+  readonly path: string;
+  readonly #fs: AuditFs;
+  readonly #now: () => number;
+  readonly #fd: number;
+  readonly #headFd: number;
+
+  // Chain state of the last durable line; only advanced after a batch's fsync succeeded.
+  #seq: number;
+  #prev: string;
+  #size: number;
+
+  #healthy = true;
+  #truncatePending = false;
+  #closed = false;
+  #closing: Promise<void> | null = null;
+
+  #queue = new Queue();
+  #inflight = new Queue();
+  #flushing = false;
+  #probes: Array<(ok: boolean) => void> = [];
+  #idleWaiters: Array<() => void> = [];
+  readonly #runBound = (): void => void this.#run();
+
+  #headSeq = 0;
+  #headHash = '';
+  #headBusy = false;
+  #headDirty = false;
+  #headIdleWaiters: Array<() => void> = [];
+  readonly #headBuf: Buffer = Buffer.alloc(HEAD_SIZE);
+
+  #lastMs = NaN;
+  #lastIso = '';
+
+  #events = 0;
+  #batches = 0;
+  #maxBatch = 0;
+
+  private constructor(s: State) {
+    this.path = s.path;
+    this.#fs = s.fs;
+    this.#now = s.now;
+    this.#fd = s.fd;
+    this.#headFd = s.headFd;
+    this.#seq = s.seq;
+    this.#prev = s.prev;
+    this.#size = s.size;
+  }
+
+  /** Creates dir and file if missing, cuts a torn last line (recording the repair), continues the chain. */
+  static async open(opts: AuditLogOptions): Promise<AuditLog> {
+    const fs = opts.fs ?? nodeAuditFs;
+    await mkdir(opts.dir, { recursive: true, mode: 0o700 });
+    const path = join(opts.dir, 'audit.jsonl');
+    const headPath = join(opts.dir, HEAD_FILE);
+    const fd = await fs.open(path, 'a', FILE_MODE);
+    let headFd = -1;
+    try {
+      const tail = await readTail(path);
+      if (tail.tornBytes > 0) await fs.ftruncate(fd, tail.durableSize);
+      const head = await readHead(headPath);
+      headFd = await fs.open(headPath, fsConstants.O_RDWR | fsConstants.O_CREAT, FILE_MODE);
+      const log = new AuditLog({
+        path, fs, now: opts.now ?? Date.now, fd, headFd,
+        seq: tail.seq, prev: tail.hash, size: tail.durableSize,
+      });
+      const records: Array<Promise<void>> = [];
+      if (tail.tornBytes > 0) {
+        records.push(log.append({ type: 'audit.repaired', droppedBytes: tail.tornBytes, dropped: tail.tornText }));
+      }
+      // The head never leads the file, so a head beyond (or different at) the file's end means lines
+      // were removed while we were down. Record it in the chain rather than silently re-anchoring.
+      if (typeof head === 'object' && (head.seq > tail.seq || (head.seq === tail.seq && head.hash !== tail.hash))) {
+        records.push(log.append({
+          type: 'audit.truncated', headSeq: head.seq, headHash: head.hash, fileSeq: tail.seq, fileHash: tail.hash,
+        }));
+      }
+      await Promise.all(records);
+      return log;
+    } catch (err) {
+      await fs.close(fd).catch(() => undefined);
+      if (headFd !== -1) await fs.close(headFd).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Resolves once the event's line is written and fdatasync'ed; rejects on I/O error or a bad event. */
+  append(event: AuditEvent): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error('audit log is closed'));
+    let fields: string;
+    try {
+      fields = serialiseFields(event);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const time = this.#isoNow();
+    return new Promise<void>((resolve, reject) => {
+      this.#queue.push(time, fields, resolve, reject);
+      this.#kick();
+    });
+  }
+
+  /** False after the last write/fsync failed; true again after a later one succeeds. */
+  get healthy(): boolean {
+    return this.#healthy;
+  }
+
+  /** For /readyz: when unhealthy, runs an empty batch (pending truncate + fdatasync) to see if the disk is back. */
+  probe(): Promise<boolean> {
+    if (this.#healthy || this.#closed) return Promise.resolve(this.#healthy);
+    return new Promise<boolean>((resolve) => {
+      this.#probes.push(resolve);
+      this.#kick();
+    });
+  }
+
+  stats(): AuditStats {
+    return { events: this.#events, batches: this.#batches, maxBatch: this.#maxBatch };
+  }
+
+  /** Refuses new appends, waits for queued ones and the head update, then closes the fds. */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    this.#closed = true;
+    if (this.#flushing) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+    if (this.#headBusy) await new Promise<void>((resolve) => this.#headIdleWaiters.push(resolve));
+    const results = await Promise.allSettled([this.#fs.close(this.#fd), this.#fs.close(this.#headFd)]);
+    for (const r of results) if (r.status === 'rejected') throw r.reason;
+  }
+
+  #isoNow(): string {
+    const ms = this.#now();
+    if (ms !== this.#lastMs) {
+      this.#lastMs = ms;
+      this.#lastIso = new Date(ms).toISOString();
+    }
+    return this.#lastIso;
+  }
+
+  #kick(): void {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    // Deferred a microtask so appends made in the same tick share the first batch.
+    queueMicrotask(this.#runBound);
+  }
+
+  async #run(): Promise<void> {
+    try {
+      while (this.#queue.length > 0 || this.#probes.length > 0) {
+        const batch = this.#queue;
+        this.#queue = this.#inflight;
+        this.#inflight = batch;
+        const probes = this.#probes;
+        if (probes.length > 0) this.#probes = [];
+        try {
+          await this.#commit(batch);
+        } catch (err) {
+          this.#fail(batch, err); // #commit handles I/O errors itself; this is a last line of defence
+        }
+        batch.clear();
+        for (const resolve of probes) resolve(this.#healthy);
+      }
+    } finally {
+      this.#flushing = false;
+      const waiters = this.#idleWaiters;
+      this.#idleWaiters = [];
+      for (const resolve of waiters) resolve();
+    }
+  }
+
+  async #commit(batch: Queue): Promise<void> {
+    const n = batch.length;
+    if (n === 0) {
+      // Probe only: no bytes, but exercises the same truncate + fsync path as a real batch.
+      try {
+        await this.#truncateIfPending();
+        await this.#fs.fdatasync(this.#fd);
+        this.#healthy = true;
+      } catch {
+        this.#healthy = false;
+      }
+      return;
+    }
+
+    let seq = this.#seq;
+    let prev = this.#prev;
+    let text = '';
+    for (let i = 0; i < n; i++) {
+      const start = lineStart(++seq, batch.times[i]!, batch.fields[i]!, prev);
+      prev = hashOfStart(start);
+      text += sealLine(start, prev);
+    }
+    const buf = Buffer.from(text, 'utf8');
+
+    try {
+      await this.#truncateIfPending();
+      let off = 0;
+      while (off < buf.length) {
+        const written = await this.#fs.write(this.#fd, buf, off, buf.length - off, null);
+        if (written <= 0) throw new Error('audit write made no progress');
+        off += written;
+      }
+      await this.#fs.fdatasync(this.#fd);
+    } catch (err) {
+      // Whatever reached the file is neither durable nor acknowledged: cut back to the last durable line.
+      this.#truncatePending = true;
+      await this.#truncateIfPending().catch(() => undefined);
+      this.#fail(batch, err);
+      return;
+    }
+
+    this.#seq = seq;
+    this.#prev = prev;
+    this.#size += buf.length;
+    this.#healthy = true;
+    this.#events += n;
+    this.#batches++;
+    if (n > this.#maxBatch) this.#maxBatch = n;
+    for (let i = 0; i < n; i++) batch.resolves[i]!();
+    this.#updateHead(seq, prev);
+  }
+
+  async #truncateIfPending(): Promise<void> {
+    if (!this.#truncatePending) return;
+    await this.#fs.ftruncate(this.#fd, this.#size);
+    this.#truncatePending = false;
+  }
+
+  #fail(batch: Queue, err: unknown): void {
+    this.#healthy = false;
+    const rejects = batch.rejects;
+    for (let i = 0; i < rejects.length; i++) rejects[i]!(err);
+  }
+
+  // The head may lag the file (a crash between fsync and this write) but never lead it, so it
+  // needs no fsync and only one write is kept in flight, always carrying the newest position.
+  #updateHead(seq: number, hash: string): void {
+    this.#headSeq = seq;
+    this.#headHash = hash;
+    if (this.#headBusy) {
+      this.#headDirty = true;
+      return;
+    }
+    void this.#writeHead();
+  }
+
+  async #writeHead(): Promise<void> {
+    this.#headBusy = true;
+    try {
+      do {
+        this.#headDirty = false;
+        encodeHead(this.#headSeq, this.#headHash, this.#headBuf);
+        try {
+          await this.#fs.write(this.#headFd, this.#headBuf, 0, HEAD_SIZE, 0);
+        } catch {
+          // A stale head only weakens truncation detection until the next batch rewrites it.
+        }
+      } while (this.#headDirty);
+    } finally {
+      this.#headBusy = false;
+      const waiters = this.#headIdleWaiters;
+      this.#headIdleWaiters = [];
+      for (const resolve of waiters) resolve();
+    }
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * Request-target normalisation: the most any lenient server (IIS/ASP.NET) could make of
+ * a path, so a gateable endpoint is recognised behind every spelling that reaches it.
+ */
+
+const MAX_DECODE_ROUNDS = 4;
+// Nothing to decode, fold or resolve: the common case, kept cheap.
+const SIMPLE_PATH = /^(\/[A-Za-z0-9_$-]+)+\/?$/;
+
+/** Normalised, case-folded path of a request target, or null when it cannot be read. */
+export function normalizePath(target: string): string | null {
+  if (SIMPLE_PATH.test(target)) return target.length > 1 && target.endsWith('/') ? target.slice(0, -1).toLowerCase() : target.toLowerCase();
+  let path = target;
+  // absolute-form (`POST http://host/adminapi/...`) addresses the same resource
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i.exec(path);
+  if (scheme) path = path.slice(scheme[0].length) || '/';
+  const cut = path.search(/[?#]/);
+  if (cut >= 0) path = path.slice(0, cut);
+
+  for (let round = 0; round < MAX_DECODE_ROUNDS; round++) {
+    const decoded = percentDecode(path);
+    if (decoded === null) return null;
+    if (decoded === path) break;
+    path = decoded;
+  }
+  if (/%[0-9a-f]{2}|%u[0-9a-f]{4}/i.test(path)) return null; // still encoded after the bounded rounds
+
+  path = path.normalize('NFKC').replace(/\\/g, '/');
+  const out: string[] = [];
+  for (let segment of path.split('/')) {
+    const semi = segment.indexOf(';'); // matrix/path parameters
+    if (semi >= 0) segment = segment.slice(0, semi);
+    segment = segment.replace(/[\s.]+$/u, (m) => (segment === m ? m : '')); // Windows ignores trailing dots and spaces
+    segment = segment.replace(/\p{Cf}/gu, '');
+    if (segment === '' || segment === '.') continue;
+    if (segment === '..') {
+      out.pop();
+      continue;
+    }
+    out.push(segment);
+  }
+  return '/' + out.join('/').toUpperCase().toLowerCase();
+}
+
+/** Decodes %XX (as UTF-8) and IIS-style %uXXXX; null when the bytes are not valid UTF-8. */
+function percentDecode(s: string): string | null {
+  if (!s.includes('%')) return s;
+  const withU = s.replace(/%u([0-9a-f]{4})/gi, (_m, hex: string) => encodeURIComponent(String.fromCharCode(parseInt(hex, 16))));
+  try {
+    return withU.replace(/(%[0-9a-f]{2})+/gi, (run) => decodeURIComponent(run));
+  } catch {
+    return null;
+  }
+}
+
+const GATEABLE = /invokecommand|\$batch|\/batch(\/|$)/;
+
+/** Whether a normalised path could reach an endpoint that runs commands. */
+export function isGateablePath(normalized: string | null): boolean {
+  return normalized === null || GATEABLE.test(normalized);
+}

@@ -1,0 +1,234 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { resolve } from 'node:path';
+import { SignJWT } from 'jose';
+import { verifyAuditFile } from './audit/verify.js';
+import { readAuditEvents } from './audit/search.js';
+import { callApi, CliError, print, type ClientOptions } from './cli/client.js';
+import { explain } from './cli/explain.js';
+import { formatConfigError, loadPolicyFile } from './config/load.js';
+import { ConfigInvalidError, startGateway } from './gateway.js';
+import { PolicySet } from './policy/compile.js';
+
+const USAGE = `usage: pamgate <command> [options]
+
+  serve [--config FILE]                     run the gateway (env: PORT, HOST, ADMIN_PORT, UPSTREAM_URL, PAMGATE_DATA_DIR, PAMGATE_STORE)
+  check FILE                                validate a policy file (file:line:col: message per error)
+  explain --config FILE --user U --task T [--params JSON]
+  audit verify FILE                         check the hash chain
+  audit search [FILE] [--type T] [--actor U] [--task T] [--request ID] [--since ISO] [--until ISO]
+  request (--task T | --role R) --reason TEXT [--duration HOURS] [--ticket T] [--param K=V]...
+  requests [--status S]
+  approve ID [--comment TEXT]   deny ID [--comment TEXT]   cancel ID   revoke ID [--comment TEXT]
+  token --user U [--amr mfa] [--hours H] [--config FILE]   mint a dev HS256 token from identity.jwt.secret
+
+client commands take --server URL (default $PAMGATE_SERVER or http://127.0.0.1:8081), the token
+from $PAMGATE_TOKEN, and --json for machine-readable output.`;
+
+/** Secret used when the demo runs without PAMGATE_JWT_SECRET (demo upstream only). */
+export const DEMO_JWT_SECRET = 'pamgate-demo-secret-do-not-use-in-production';
+
+const OPTIONS = {
+  config: { type: 'string' },
+  user: { type: 'string' },
+  task: { type: 'string' },
+  role: { type: 'string' },
+  params: { type: 'string' },
+  reason: { type: 'string' },
+  duration: { type: 'string' },
+  ticket: { type: 'string' },
+  param: { type: 'string', multiple: true },
+  status: { type: 'string' },
+  comment: { type: 'string' },
+  server: { type: 'string' },
+  json: { type: 'boolean' },
+  type: { type: 'string' },
+  actor: { type: 'string' },
+  request: { type: 'string' },
+  since: { type: 'string' },
+  until: { type: 'string' },
+  amr: { type: 'string', multiple: true },
+  hours: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+async function main(argv: string[]): Promise<number> {
+  const { values: o, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  const [command, ...rest] = positionals;
+  if (o.help || command === undefined) {
+    process.stdout.write(USAGE + '\n');
+    return command === undefined && !o.help ? 2 : 0;
+  }
+  const configPath = o.config ?? process.env['PAMGATE_CONFIG'] ?? './policies.yaml';
+  const client: ClientOptions = { server: o.server ?? process.env['PAMGATE_SERVER'] ?? 'http://127.0.0.1:8081', token: process.env['PAMGATE_TOKEN'], json: o.json ?? false };
+
+  switch (command) {
+    case 'serve':
+      return serve(configPath);
+    case 'check': {
+      const file = rest[0] ?? configPath;
+      const result = await loadPolicyFile(file, demoEnv());
+      if (!result.ok) {
+        for (const e of result.errors) process.stderr.write(formatConfigError(e) + '\n');
+        return 1;
+      }
+      process.stdout.write(`${file}: ok, ${result.config.policies.length} policies\n`);
+      return 0;
+    }
+    case 'explain': {
+      if (!o.user || !o.task) throw new CliError('explain needs --user and --task');
+      const result = await loadPolicyFile(configPath, demoEnv());
+      if (!result.ok) throw new CliError(result.errors.map(formatConfigError).join('\n'));
+      let params: Record<string, unknown> = {};
+      if (o.params) {
+        try {
+          params = JSON.parse(o.params) as Record<string, unknown>;
+        } catch {
+          throw new CliError('--params must be a JSON object');
+        }
+      }
+      process.stdout.write(explain(new PolicySet(result.config), o.user, o.task, params) + '\n');
+      return 0;
+    }
+    case 'audit':
+      return audit(rest, o);
+    case 'request': {
+      const parameters = Object.fromEntries((o.param ?? []).map((kv) => {
+        const eq = kv.indexOf('=');
+        if (eq <= 0) throw new CliError(`--param takes K=V, got "${kv}"`);
+        return [kv.slice(0, eq), kv.slice(eq + 1)];
+      }));
+      const body = {
+        task: o.task,
+        role: o.role,
+        reason: o.reason,
+        ticket: o.ticket,
+        durationHours: o.duration !== undefined ? Number(o.duration) : undefined,
+        parameters: o.param ? parameters : undefined,
+      };
+      print(client, await callApi(client, 'POST', '/api/requests', body));
+      return 0;
+    }
+    case 'requests':
+      print(client, await callApi(client, 'GET', `/api/requests${o.status ? `?status=${encodeURIComponent(o.status)}` : ''}`));
+      return 0;
+    case 'approve':
+    case 'deny':
+    case 'cancel':
+    case 'revoke': {
+      const id = rest[0];
+      if (!id) throw new CliError(`${command} needs a request id`);
+      const body = command === 'cancel' ? undefined : o.comment !== undefined ? { comment: o.comment } : {};
+      print(client, await callApi(client, 'POST', `/api/requests/${encodeURIComponent(id)}/${command}`, body));
+      return 0;
+    }
+    case 'token':
+      return mintToken(configPath, o);
+    default:
+      throw new CliError(`unknown command "${command}"\n${USAGE}`);
+  }
+}
+
+async function serve(configPath: string): Promise<number> {
+  const env = process.env;
+  const upstreamUrl = env['UPSTREAM_URL'] || undefined;
+  if (!upstreamUrl && env['PAMGATE_JWT_SECRET'] === undefined) env['PAMGATE_JWT_SECRET'] = DEMO_JWT_SECRET;
+  let gateway;
+  try {
+    gateway = await startGateway({
+      configPath,
+      dataDir: resolve(env['PAMGATE_DATA_DIR'] ?? './data'),
+      host: env['HOST'] ?? '127.0.0.1',
+      port: Number(env['PORT'] ?? 8080),
+      adminPort: Number(env['ADMIN_PORT'] ?? 8081),
+      upstreamUrl,
+      storeUrl: env['PAMGATE_STORE'],
+      publicControlUrl: env['PAMGATE_PUBLIC_URL'],
+    });
+  } catch (err) {
+    if (err instanceof ConfigInvalidError) {
+      for (const e of err.errors) process.stderr.write(formatConfigError(e) + '\n');
+      process.stderr.write('pamgate: refusing to start with an invalid policy file\n');
+      return 1;
+    }
+    throw err;
+  }
+  if (gateway.demo) {
+    process.stderr.write(
+      `\npamgate: no UPSTREAM_URL set — running the built-in DEMO upstream at ${gateway.demo.url}\n` +
+        (env['PAMGATE_JWT_SECRET'] === DEMO_JWT_SECRET ? 'pamgate: tokens are checked against the public DEMO secret; mint one with `npx pamgate token --user alice@contoso.com`\n' : '') +
+        `pamgate: proxy ${gateway.proxyUrl}  control ${gateway.controlUrl}\n\n`,
+    );
+  }
+  let stopping = false;
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    gateway.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        process.stderr.write(`pamgate: shutdown failed: ${String(err)}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  process.on('SIGHUP', () => void gateway.reload());
+  return new Promise<number>(() => undefined); // runs until a signal
+}
+
+async function audit(rest: string[], o: { type?: string | undefined; actor?: string | undefined; task?: string | undefined; request?: string | undefined; since?: string | undefined; until?: string | undefined }): Promise<number> {
+  const [verb, fileArg] = rest;
+  const file = fileArg ?? resolve(process.env['PAMGATE_DATA_DIR'] ?? './data', 'audit.jsonl');
+  if (verb === 'verify') {
+    const result = await verifyAuditFile(file);
+    if (result.ok) {
+      process.stdout.write(`ok ${result.events} events\n`);
+      return 0;
+    }
+    process.stderr.write(`${file}:${result.line}: ${result.reason}\n`);
+    return 1;
+  }
+  if (verb === 'search') {
+    for await (const e of readAuditEvents(file, { type: o.type, actor: o.actor, task: o.task, requestId: o.request, since: o.since, until: o.until })) {
+      process.stdout.write(JSON.stringify(e) + '\n');
+    }
+    return 0;
+  }
+  throw new CliError('audit takes verify FILE or search [FILE] [filters]');
+}
+
+async function mintToken(configPath: string, o: { user?: string | undefined; amr?: string[] | undefined; hours?: string | undefined }): Promise<number> {
+  if (!o.user) throw new CliError('token needs --user');
+  const result = await loadPolicyFile(configPath, demoEnv());
+  if (!result.ok) throw new CliError(result.errors.map(formatConfigError).join('\n'));
+  const jwt = result.config.identity?.jwt;
+  if (!jwt?.secret) throw new CliError('token only works with identity.jwt.secret (HS256) configured');
+  let builder = new SignJWT({ [jwt.userClaim]: o.user, amr: o.amr ?? ['pwd'] })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setSubject(o.user)
+    .setIssuedAt()
+    .setExpirationTime(`${Number(o.hours ?? 8)}h`);
+  if (jwt.issuer) builder = builder.setIssuer(jwt.issuer);
+  if (jwt.audience) builder = builder.setAudience(jwt.audience);
+  process.stdout.write((await builder.sign(new TextEncoder().encode(jwt.secret))) + '\n');
+  return 0;
+}
+
+/** The environment, with the demo secret filled in when no upstream and no secret are set (mirrors `serve`). */
+function demoEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  if (!env['UPSTREAM_URL'] && env['PAMGATE_JWT_SECRET'] === undefined) env['PAMGATE_JWT_SECRET'] = DEMO_JWT_SECRET;
+  return env;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`pamgate: ${err instanceof CliError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') ? (err as Error).message : (err as Error).stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

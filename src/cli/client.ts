@@ -1,0 +1,65 @@
+/** Client verbs for the control API: request, requests, approve, deny, cancel, revoke. */
+
+export interface ClientOptions {
+  server: string;
+  token: string | undefined;
+  json: boolean;
+}
+
+export class CliError extends Error {}
+
+export async function callApi(opts: ClientOptions, method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
+  if (!opts.token) throw new CliError('PAMGATE_TOKEN is not set: export your bearer token (JWT) first');
+  let res: Response;
+  try {
+    res = await fetch(new URL(path, opts.server), {
+      method,
+      headers: { authorization: `Bearer ${opts.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+    });
+  } catch (err) {
+    throw new CliError(`cannot reach ${opts.server}: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}`);
+  }
+  const text = await res.text();
+  let data: unknown = text;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    /* keep text */
+  }
+  if (!res.ok) {
+    const message = (data as { error?: { message?: string } })?.error?.message ?? text;
+    throw new CliError(`${res.status}: ${message}`);
+  }
+  return data;
+}
+
+interface RequestView {
+  id: string;
+  status: string;
+  requester: string;
+  task: string | null;
+  role: string | null;
+  policy: string;
+  approvals: unknown[];
+  approvalsRequired: number;
+  expiresAt: string | null;
+  reason: string;
+}
+
+export function formatRequest(r: RequestView): string {
+  const what = r.task ?? `role ${r.role}`;
+  const approvals = r.approvalsRequired > 0 ? ` approvals ${r.approvals.length}/${r.approvalsRequired}` : '';
+  const until = r.expiresAt ? ` until ${r.expiresAt}` : '';
+  return `${r.id}  ${r.status.padEnd(8)} ${what} by ${r.requester} (policy ${r.policy})${approvals}${until}`;
+}
+
+export function print(opts: ClientOptions, data: unknown): void {
+  if (opts.json) {
+    process.stdout.write(JSON.stringify(data, null, 2) + '\n');
+  } else if (Array.isArray(data)) {
+    process.stdout.write(data.length === 0 ? 'no requests\n' : data.map((r) => formatRequest(r as RequestView)).join('\n') + '\n');
+  } else {
+    process.stdout.write(formatRequest(data as RequestView) + '\n');
+  }
+}

@@ -1,0 +1,137 @@
+import { readFile } from 'node:fs/promises';
+import { Document, isMap, isNode, isPair, isScalar, isSeq, LineCounter, parseDocument, visit } from 'yaml';
+import { policyFileSchema, type PolicyFile } from './schema.js';
+
+/** One problem in a policy file, located for `file:line:col: message` output. */
+export interface ConfigError {
+  file: string;
+  line: number;
+  col: number;
+  message: string;
+}
+
+export type LoadResult = { ok: true; config: PolicyFile } | { ok: false; errors: ConfigError[] };
+
+export function formatConfigError(e: ConfigError): string {
+  return `${e.file}:${e.line}:${e.col}: ${e.message}`;
+}
+
+export async function loadPolicyFile(file: string, env: NodeJS.ProcessEnv = process.env): Promise<LoadResult> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    return { ok: false, errors: [{ file, line: 1, col: 1, message: `cannot read file: ${(err as Error).message}` }] };
+  }
+  return parsePolicyText(text, file, env);
+}
+
+export function parsePolicyText(text: string, file: string, env: NodeJS.ProcessEnv = process.env): LoadResult {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  const at = (offset: number | undefined, message: string): ConfigError => {
+    const pos = lines.linePos(offset ?? 0);
+    return { file, line: pos.line, col: pos.col, message };
+  };
+
+  if (doc.errors.length > 0) {
+    return { ok: false, errors: doc.errors.map((e) => at(e.pos[0], e.message.split('\n')[0] ?? e.message)) };
+  }
+
+  const errors: ConfigError[] = interpolateEnv(doc, env).map((e) => at(e.offset, e.message));
+  const parsed = policyFileSchema.safeParse(doc.toJS());
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      errors.push(at(offsetOf(doc, issue.path), `${pathText(issue.path)}: ${issue.message}`));
+    }
+  } else {
+    for (const e of crossCheck(parsed.data)) errors.push(at(offsetOf(doc, e.path), `${pathText(e.path)}: ${e.message}`));
+  }
+  if (errors.length > 0) return { ok: false, errors };
+  if (!parsed.success) throw new Error('unreachable');
+  return { ok: true, config: parsed.data };
+}
+
+/** Replaces `${NAME}` in every scalar string; an unset variable is an error at that scalar. */
+function interpolateEnv(doc: Document, env: NodeJS.ProcessEnv): { offset: number | undefined; message: string }[] {
+  const errors: { offset: number | undefined; message: string }[] = [];
+  visit(doc, {
+    Scalar(_key, node) {
+      if (typeof node.value !== 'string' || !node.value.includes('${')) return;
+      node.value = node.value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_m, name: string) => {
+        const value = env[name];
+        if (value === undefined) {
+          errors.push({ offset: node.range?.[0], message: `environment variable ${name} is not set` });
+          return _m;
+        }
+        return value;
+      });
+    },
+  });
+  return errors;
+}
+
+/** Rules that span several parts of the file (references, uniqueness, regex syntax). */
+function crossCheck(cfg: PolicyFile): { path: PropertyKey[]; message: string }[] {
+  const problems: { path: PropertyKey[]; message: string }[] = [];
+  const groups = cfg.groups;
+  const seen = new Set<string>();
+  for (const name of ['defaultApproverGroup', 'adminGroup'] as const) {
+    const group = cfg.settings[name];
+    if (group !== undefined && groups[group] === undefined) {
+      problems.push({ path: ['settings', name], message: `unknown group "${group}"` });
+    }
+  }
+  if (cfg.settings.defaultDurationHours > cfg.settings.maxDurationHours) {
+    problems.push({ path: ['settings', 'defaultDurationHours'], message: 'must not exceed maxDurationHours' });
+  }
+  cfg.policies.forEach((p, i) => {
+    if (seen.has(p.id)) problems.push({ path: ['policies', i, 'id'], message: `duplicate policy id "${p.id}"` });
+    seen.add(p.id);
+    if (p.role !== undefined && cfg.roles[p.role] === undefined) {
+      problems.push({ path: ['policies', i, 'role'], message: `unknown role "${p.role}"` });
+    }
+    const group = p.approverGroup ?? cfg.settings.defaultApproverGroup;
+    if (p.approval === 'manual') {
+      if (group === undefined) {
+        problems.push({ path: ['policies', i], message: 'manual policy needs approverGroup (or settings.defaultApproverGroup)' });
+      } else if (groups[group] === undefined) {
+        problems.push({ path: ['policies', i, 'approverGroup'], message: `unknown group "${group}"` });
+      } else if ((groups[group]?.length ?? 0) < p.approvals) {
+        problems.push({ path: ['policies', i, 'approvals'], message: `needs ${p.approvals} approvers but group "${group}" has ${groups[group]?.length ?? 0}` });
+      }
+    }
+    for (const [param, rule] of Object.entries(p.parameters ?? {})) {
+      if (rule.pattern === undefined) continue;
+      try {
+        new RegExp(rule.pattern, 'u');
+      } catch (err) {
+        problems.push({ path: ['policies', i, 'parameters', param, 'pattern'], message: `invalid pattern: ${(err as Error).message}` });
+      }
+    }
+  });
+  return problems;
+}
+
+/** Finds the source offset of the deepest existing node along a zod issue path. */
+function offsetOf(doc: Document, path: readonly PropertyKey[]): number | undefined {
+  let node: unknown = doc.contents;
+  let offset = isNode(node) ? node.range?.[0] : undefined;
+  for (const key of path) {
+    if (isMap(node)) {
+      const pair = node.items.find((it) => isPair(it) && isScalar(it.key) && it.key.value === key);
+      if (!pair) break;
+      node = pair.value;
+      offset = isNode(pair.value) ? pair.value.range?.[0] : isNode(pair.key) ? pair.key.range?.[0] : offset;
+    } else if (isSeq(node) && typeof key === 'number') {
+      node = node.items[key];
+      if (!isNode(node)) break;
+      offset = node.range?.[0];
+    } else break;
+  }
+  return offset;
+}
+
+function pathText(path: readonly PropertyKey[]): string {
+  return path.length === 0 ? '(top level)' : path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.').replace(/\.\[/g, '[');
+}

@@ -1,0 +1,80 @@
+import { z } from 'zod';
+
+/** A cmdlet name as written in policies: optional module prefix, letters, digits, dashes, globs. */
+const taskPattern = z
+  .string()
+  .min(1)
+  .regex(/^([A-Za-z0-9_.]+\\)?[A-Za-z0-9_*?-]+$/, 'task must be a cmdlet name such as New-JournalRule (globs * and ? allowed)');
+
+const concreteTask = z
+  .string()
+  .min(1)
+  .regex(/^([A-Za-z0-9_.]+\\)?[A-Za-z0-9_-]+$/, 'role tasks must be plain cmdlet names (no globs)');
+
+const hours = z.number().positive().max(24 * 365);
+
+const parameterRule = z
+  .strictObject({
+    oneOf: z.array(z.union([z.string(), z.number(), z.boolean()])).min(1).optional(),
+    pattern: z.string().min(1).optional(),
+  })
+  .refine((r) => r.oneOf !== undefined || r.pattern !== undefined, 'a parameter rule needs oneOf or pattern');
+
+const policy = z
+  .strictObject({
+    id: z.string().regex(/^[a-z0-9-]+$/, 'id must match [a-z0-9-]+'),
+    task: taskPattern.optional(),
+    role: z.string().min(1).optional(),
+    approval: z.enum(['manual', 'auto']).default('manual'),
+    approverGroup: z.string().min(1).optional(),
+    approvals: z.number().int().min(1).max(10).default(1),
+    maxDurationHours: hours.optional(),
+    requireReason: z.boolean().default(true),
+    requireTicket: z.boolean().default(false),
+    requireMfa: z.boolean().default(false),
+    parameters: z.record(z.string().min(1), parameterRule).optional(),
+  })
+  .refine((p) => (p.task === undefined) !== (p.role === undefined), 'a policy needs exactly one of task or role');
+
+const settings = z.strictObject({
+  enabled: z.boolean().default(true),
+  mode: z.enum(['enforce', 'report-only']).default('enforce'),
+  defaultApproverGroup: z.string().min(1).optional(),
+  adminGroup: z.string().min(1).optional(),
+  systemAccounts: z.array(z.string().min(1)).default([]),
+  defaultDurationHours: hours.default(4),
+  maxDurationHours: hours.default(24),
+  pendingExpiryHours: hours.default(24),
+  maxBodyBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+});
+
+const identity = z.strictObject({
+  jwt: z
+    .strictObject({
+      secret: z.string().min(16, 'secret must be at least 16 characters').optional(),
+      jwksFile: z.string().min(1).optional(),
+      jwksUrl: z.url().optional(),
+      issuer: z.string().min(1).optional(),
+      audience: z.string().min(1).optional(),
+      userClaim: z.string().min(1).default('upn'),
+    })
+    .refine(
+      (j) => [j.secret, j.jwksFile, j.jwksUrl].filter((v) => v !== undefined).length === 1,
+      'identity.jwt needs exactly one of secret, jwksFile or jwksUrl',
+    ),
+});
+
+export const policyFileSchema = z.strictObject({
+  version: z.literal(1),
+  settings: settings.prefault({}),
+  identity: identity.optional(),
+  groups: z.record(z.string().min(1), z.array(z.string().min(1))).default({}),
+  roles: z.record(z.string().min(1), z.array(concreteTask).min(1)).default({}),
+  policies: z.array(policy).default([]),
+});
+
+export type PolicyFile = z.infer<typeof policyFileSchema>;
+export type PolicyEntry = PolicyFile['policies'][number];
+export type Settings = PolicyFile['settings'];
+export type ParameterRule = z.infer<typeof parameterRule>;
+export type JwtConfig = NonNullable<PolicyFile['identity']>['jwt'];

@@ -1,0 +1,138 @@
+import type { CompiledPolicy, PolicySet } from '../policy/compile.js';
+import type { Grant, Identity } from '../policy/decide.js';
+
+export type RequestStatus = 'pending' | 'approved' | 'denied' | 'canceled' | 'expired' | 'revoked';
+
+export interface Approval {
+  approver: string;
+  at: string;
+  comment: string | null;
+}
+
+/** An access request as stored and as returned by the control API. */
+export interface AccessRequest {
+  id: string;
+  requester: string;
+  task: string | null;
+  role: string | null;
+  /** Task keys the grant covers (one task, or every task of the role when requested). */
+  tasks: string[];
+  policy: string;
+  approverGroup: string | null;
+  approvalsRequired: number;
+  reason: string;
+  ticket: string | null;
+  parameters: Record<string, string> | null;
+  durationHours: number;
+  status: RequestStatus;
+  createdAt: string;
+  /** A pending request expires unanswered at this time. */
+  pendingExpiresAt: string;
+  approvals: Approval[];
+  approvedAt: string | null;
+  /** The grant ends at this time (set on approval). */
+  expiresAt: string | null;
+  decidedBy: string | null;
+  decidedAt: string | null;
+  comment: string | null;
+}
+
+/** Why a transition was refused, as an HTTP status and a message. */
+export class TransitionError extends Error {
+  constructor(
+    readonly status: 403 | 409,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString();
+const HOUR = 3_600_000;
+
+/** The status a request has at `now`, counting expiry that no sweep has recorded yet. */
+export function effectiveStatus(req: AccessRequest, now: number): RequestStatus {
+  if (req.status === 'pending' && Date.parse(req.pendingExpiresAt) <= now) return 'expired';
+  if (req.status === 'approved' && req.expiresAt !== null && Date.parse(req.expiresAt) <= now) return 'expired';
+  return req.status;
+}
+
+export function grantOf(req: AccessRequest): Grant | null {
+  if (req.status !== 'approved' || req.expiresAt === null) return null;
+  return {
+    requestId: req.id,
+    requester: req.requester,
+    policyId: req.policy,
+    taskKeys: new Set(req.tasks),
+    scope: req.parameters === null ? null : Object.fromEntries(Object.entries(req.parameters).map(([k, v]) => [k.toLowerCase(), v])),
+    expiresAt: Date.parse(req.expiresAt),
+  };
+}
+
+/** Grant length: requested hours, else the default, never above the policy's maximum. */
+export function clampDuration(requested: number | undefined, policy: CompiledPolicy, policies: PolicySet): number {
+  return Math.min(requested ?? policies.settings.defaultDurationHours, policy.maxDurationHours);
+}
+
+export function approve(req: AccessRequest, actor: Identity, comment: string | null, policies: PolicySet, now: number): AccessRequest {
+  assertPending(req, now);
+  assertMayDecide(req, actor, policies);
+  if (req.approvals.some((a) => a.approver === actor.user)) throw new TransitionError(409, 'you have already approved this request');
+  const approvals = [...req.approvals, { approver: actor.user, at: iso(now), comment }];
+  if (approvals.length < req.approvalsRequired) return { ...req, approvals };
+  return {
+    ...req,
+    approvals,
+    status: 'approved',
+    approvedAt: iso(now),
+    expiresAt: iso(now + req.durationHours * HOUR),
+    decidedBy: actor.user,
+    decidedAt: iso(now),
+  };
+}
+
+export function deny(req: AccessRequest, actor: Identity, comment: string | null, policies: PolicySet, now: number): AccessRequest {
+  assertPending(req, now);
+  assertMayDecide(req, actor, policies);
+  return { ...req, status: 'denied', decidedBy: actor.user, decidedAt: iso(now), comment };
+}
+
+export function cancel(req: AccessRequest, actor: Identity, now: number): AccessRequest {
+  if (actor.user !== req.requester) throw new TransitionError(403, 'only the requester may cancel a request');
+  assertPending(req, now);
+  return { ...req, status: 'canceled', decidedBy: actor.user, decidedAt: iso(now) };
+}
+
+export function revoke(req: AccessRequest, actor: Identity, comment: string | null, policies: PolicySet, now: number): AccessRequest {
+  if (!policies.isMember(req.approverGroup, actor.user) && !policies.isAdmin(actor.user)) {
+    throw new TransitionError(403, 'only an approver of this request or an admin may revoke it');
+  }
+  const status = effectiveStatus(req, now);
+  if (status !== 'approved') throw new TransitionError(409, `request is ${status}, only an approved grant can be revoked`);
+  return { ...req, status: 'revoked', decidedBy: actor.user, decidedAt: iso(now), comment };
+}
+
+/** The recorded form of an expiry the clock has already made true; null if nothing to record. */
+export function expire(req: AccessRequest, now: number): AccessRequest | null {
+  if (req.status !== 'pending' && req.status !== 'approved') return null;
+  return effectiveStatus(req, now) === 'expired' ? { ...req, status: 'expired' } : null;
+}
+
+/** Who may see a request: its requester, its approvers, admins. */
+export function mayView(req: AccessRequest, user: string, policies: PolicySet): boolean {
+  return req.requester === user || policies.isMember(req.approverGroup, user) || policies.isAdmin(user);
+}
+
+function assertPending(req: AccessRequest, now: number): void {
+  const status = effectiveStatus(req, now);
+  if (status !== 'pending') throw new TransitionError(409, `request is ${status}, not pending`);
+}
+
+function assertMayDecide(req: AccessRequest, actor: Identity, policies: PolicySet): void {
+  if (actor.user === req.requester) throw new TransitionError(403, 'you cannot approve or deny your own request');
+  if (!policies.isMember(req.approverGroup, actor.user)) {
+    throw new TransitionError(403, `only members of approver group "${req.approverGroup ?? '(none)'}" may decide this request`);
+  }
+  const policy = policies.policies.get(req.policy);
+  if (policy?.requireMfa && !actor.amr.includes('mfa')) throw new TransitionError(403, 'this policy requires an MFA-authenticated token (amr must contain "mfa")');
+}

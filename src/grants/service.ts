@@ -1,0 +1,280 @@
+import { randomUUID } from 'node:crypto';
+import type { AuditEvent } from '../audit/log.js';
+import type { CompiledPolicy, PolicySet } from '../policy/compile.js';
+import type { Grant, Identity } from '../policy/decide.js';
+import { isGlob, taskKey } from '../policy/names.js';
+import { paramsAllowed } from '../policy/params.js';
+import * as model from './model.js';
+import type { AccessRequest, RequestStatus } from './model.js';
+import type { RequestStore } from './store.js';
+
+export interface AuditSink {
+  append(event: AuditEvent): Promise<void>;
+}
+
+export interface CreateRequestInput {
+  task?: string | undefined;
+  role?: string | undefined;
+  reason?: string | undefined;
+  durationHours?: number | undefined;
+  parameters?: Record<string, string> | undefined;
+  ticket?: string | undefined;
+}
+
+/** A refusal the control API turns into an HTTP status. */
+export class ServiceError extends Error {
+  constructor(
+    readonly status: 400 | 403 | 404 | 409 | 503,
+    message: string,
+    readonly field?: string,
+  ) {
+    super(message);
+  }
+}
+
+const EMPTY: readonly Grant[] = Object.freeze([]);
+const HOUR = 3_600_000;
+
+/**
+ * Owns the access-request lifecycle. Every change is audited (durably) first, stored
+ * second, and only then visible to the proxy through `grantsOf`, which is a plain
+ * in-memory lookup on the hot path.
+ */
+export class AccessService {
+  private readonly requests = new Map<string, AccessRequest>();
+  private readonly grantsByUser = new Map<string, Grant[]>();
+
+  constructor(
+    private readonly store: RequestStore,
+    private readonly audit: AuditSink,
+    private readonly policies: () => PolicySet,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  async load(): Promise<void> {
+    this.requests.clear();
+    this.grantsByUser.clear();
+    for (const req of await this.store.list()) this.remember(req);
+  }
+
+  /** Active grants of a user (hot path: no I/O, no allocation). */
+  readonly grantsOf = (user: string): readonly Grant[] => this.grantsByUser.get(user) ?? EMPTY;
+
+  activeGrantCount(): number {
+    const now = this.now();
+    let n = 0;
+    for (const grants of this.grantsByUser.values()) for (const g of grants) if (g.expiresAt > now) n++;
+    return n;
+  }
+
+  /** Re-reads one request from the store (another instance changed it). */
+  async refresh(id: string): Promise<void> {
+    const req = await this.store.get(id);
+    if (req) this.remember(req);
+  }
+
+  async create(actor: Identity, input: CreateRequestInput, remote: string | null): Promise<AccessRequest> {
+    const policies = this.policies();
+    const { policy, tasks } = resolveTarget(input, policies);
+    if (policy.requireReason && !input.reason?.trim()) throw new ServiceError(400, `policy "${policy.id}" requires a reason`, 'reason');
+    if (policy.requireTicket && !input.ticket?.trim()) throw new ServiceError(400, `policy "${policy.id}" requires a ticket`, 'ticket');
+    if (policy.requireMfa && !actor.amr.includes('mfa')) throw new ServiceError(403, `policy "${policy.id}" requires an MFA-authenticated token`);
+    if (input.parameters !== undefined) checkRequestedParameters(policy, input.parameters);
+
+    const now = this.now();
+    const iso = new Date(now).toISOString();
+    let req: AccessRequest = {
+      id: randomUUID(),
+      requester: actor.user,
+      task: input.task ?? null,
+      role: input.role ?? null,
+      tasks,
+      policy: policy.id,
+      approverGroup: policy.approverGroup,
+      approvalsRequired: policy.approval === 'auto' ? 0 : policy.approvals,
+      reason: input.reason?.trim() ?? '',
+      ticket: input.ticket?.trim() || null,
+      parameters: input.parameters ?? null,
+      durationHours: model.clampDuration(input.durationHours, policy, policies),
+      status: 'pending',
+      createdAt: iso,
+      pendingExpiresAt: new Date(now + policies.settings.pendingExpiryHours * HOUR).toISOString(),
+      approvals: [],
+      approvedAt: null,
+      expiresAt: null,
+      decidedBy: null,
+      decidedAt: null,
+      comment: null,
+    };
+    const events: AuditEvent[] = [this.event('request.created', actor.user, req, remote, { reason: req.reason, ticket: req.ticket, durationHours: req.durationHours })];
+    if (policy.approval === 'auto') {
+      req = { ...req, status: 'approved', approvedAt: iso, expiresAt: new Date(now + req.durationHours * HOUR).toISOString(), decidedBy: 'auto', decidedAt: iso };
+      events.push(this.event('request.approved', 'auto', req, remote, { status: 'approved', expiresAt: req.expiresAt }));
+    }
+    return this.commit(req, events);
+  }
+
+  approve(id: string, actor: Identity, comment: string | null, remote: string | null): Promise<AccessRequest> {
+    return this.transition(id, remote, (req, now) => {
+      const next = model.approve(req, actor, comment, this.policies(), now);
+      const extra = { status: next.status, approvals: next.approvals.length, approvalsRequired: next.approvalsRequired, comment, expiresAt: next.expiresAt };
+      return [next, this.event('request.approved', actor.user, next, remote, extra)];
+    });
+  }
+
+  deny(id: string, actor: Identity, comment: string | null, remote: string | null): Promise<AccessRequest> {
+    return this.transition(id, remote, (req, now) => {
+      const next = model.deny(req, actor, comment, this.policies(), now);
+      return [next, this.event('request.denied', actor.user, next, remote, { comment })];
+    });
+  }
+
+  cancel(id: string, actor: Identity, remote: string | null): Promise<AccessRequest> {
+    return this.transition(id, remote, (req, now) => {
+      const next = model.cancel(req, actor, now);
+      return [next, this.event('request.canceled', actor.user, next, remote)];
+    });
+  }
+
+  revoke(id: string, actor: Identity, comment: string | null, remote: string | null): Promise<AccessRequest> {
+    return this.transition(id, remote, (req, now) => {
+      const next = model.revoke(req, actor, comment, this.policies(), now);
+      return [next, this.event('grant.revoked', actor.user, next, remote, { comment })];
+    });
+  }
+
+  /** One request as `viewer` may see it, with expiry applied. */
+  get(id: string, viewer: string): AccessRequest {
+    const req = this.requests.get(id);
+    if (!req) throw new ServiceError(404, `no request with id ${id}`);
+    if (!model.mayView(req, viewer, this.policies())) throw new ServiceError(403, 'you may not view this request');
+    return this.present(req);
+  }
+
+  list(viewer: string, filter: { status?: RequestStatus | undefined; requester?: string | undefined }): AccessRequest[] {
+    const policies = this.policies();
+    const out: AccessRequest[] = [];
+    for (const req of this.requests.values()) {
+      if (!model.mayView(req, viewer, policies)) continue;
+      const shown = this.present(req);
+      if (filter.status !== undefined && shown.status !== filter.status) continue;
+      if (filter.requester !== undefined && shown.requester !== filter.requester.toLowerCase()) continue;
+      out.push(shown);
+    }
+    return out.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  }
+
+  /** Grants whose validity overlaps [from, to). */
+  grantsInPeriod(from: number, to: number): AccessRequest[] {
+    const out: AccessRequest[] = [];
+    for (const req of this.requests.values()) {
+      if (req.approvedAt === null || req.expiresAt === null) continue;
+      const start = Date.parse(req.approvedAt);
+      const end = req.status === 'revoked' && req.decidedAt !== null ? Date.parse(req.decidedAt) : Date.parse(req.expiresAt);
+      if (start < to && end > from) out.push(this.present(req));
+    }
+    return out;
+  }
+
+  /** Records every expiry the clock has made true (pending and granted). */
+  async sweep(): Promise<number> {
+    let expired = 0;
+    const now = this.now();
+    for (const req of [...this.requests.values()]) {
+      if (model.expire(req, now) === null) continue;
+      await this.transition(req.id, null, (current, at) => {
+        const next = model.expire(current, at);
+        if (next === null) throw new model.TransitionError(409, 'no longer expirable');
+        return [next, this.event('request.expired', null, next, null, { was: current.status })];
+      }).then(
+        () => expired++,
+        () => undefined,
+      );
+    }
+    return expired;
+  }
+
+  private present(req: AccessRequest): AccessRequest {
+    const status = model.effectiveStatus(req, this.now());
+    return status === req.status ? req : { ...req, status };
+  }
+
+  private async transition(
+    id: string,
+    _remote: string | null,
+    step: (req: AccessRequest, now: number) => [AccessRequest, AuditEvent],
+  ): Promise<AccessRequest> {
+    return this.store.withLock(id, async () => {
+      // Read through to the store: another instance may have moved it on.
+      const current = (await this.store.get(id)) ?? this.requests.get(id);
+      if (!current) throw new ServiceError(404, `no request with id ${id}`);
+      let next: AccessRequest;
+      let event: AuditEvent;
+      try {
+        [next, event] = step(current, this.now());
+      } catch (err) {
+        if (err instanceof model.TransitionError) throw new ServiceError(err.status, err.message);
+        throw err;
+      }
+      return this.commit(next, [event]);
+    });
+  }
+
+  /** Audit first (durable), then store, then make it visible. */
+  private async commit(req: AccessRequest, events: AuditEvent[]): Promise<AccessRequest> {
+    try {
+      for (const e of events) await this.audit.append(e);
+    } catch (err) {
+      throw new ServiceError(503, `audit log unavailable, nothing was changed: ${(err as Error).message}`);
+    }
+    try {
+      await this.store.put(req);
+    } catch (err) {
+      throw new ServiceError(503, `state store unavailable: ${(err as Error).message}`);
+    }
+    this.remember(req);
+    return this.present(req);
+  }
+
+  /** Mirrors a request in memory and keeps its requester's grant list current. */
+  private remember(req: AccessRequest): void {
+    this.requests.set(req.id, req);
+    const existing = this.grantsByUser.get(req.requester);
+    const grant = model.grantOf(req);
+    if (existing === undefined && grant === null) return;
+    const grants = (existing ?? []).filter((g) => g.requestId !== req.id);
+    if (grant !== null && grant.expiresAt > this.now()) grants.push(grant);
+    if (grants.length === 0) this.grantsByUser.delete(req.requester);
+    else this.grantsByUser.set(req.requester, grants);
+  }
+
+  private event(type: string, actor: string | null, req: AccessRequest, remote: string | null, extra: Record<string, unknown> = {}): AuditEvent {
+    return { type, actor, task: req.task ?? req.role, policy: req.policy, requestId: req.id, remote, requester: req.requester, ...extra };
+  }
+}
+
+function resolveTarget(input: CreateRequestInput, policies: PolicySet): { policy: CompiledPolicy; tasks: string[] } {
+  if (input.task !== undefined) {
+    if (isGlob(input.task)) throw new ServiceError(400, 'task must name one cmdlet, not a pattern', 'task');
+    const policy = policies.policyForTask(input.task);
+    if (!policy) throw new ServiceError(400, `no policy covers task "${input.task}"; it is not gated and needs no request`, 'task');
+    return { policy, tasks: [taskKey(input.task)] };
+  }
+  if (input.role !== undefined) {
+    const policy = policies.policyForRole(input.role);
+    const tasks = policies.roleTasks(input.role);
+    if (!policy || !tasks) throw new ServiceError(400, `no policy covers role "${input.role}"`, 'role');
+    return { policy, tasks: [...tasks] };
+  }
+  throw new ServiceError(400, 'give exactly one of task or role', 'task');
+}
+
+/** Requested parameter values must themselves lie inside the policy's rules. */
+function checkRequestedParameters(policy: CompiledPolicy, parameters: Record<string, string>): void {
+  for (const [name, value] of Object.entries(parameters)) {
+    const rules = policy.paramRules.filter((r) => r.name === name.toLowerCase());
+    if (!paramsAllowed(rules, null, new Map([[name.toLowerCase(), value]]))) {
+      throw new ServiceError(400, `parameter ${name}=${value} is outside policy "${policy.id}"`, `parameters.${name}`);
+    }
+  }
+}

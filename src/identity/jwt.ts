@@ -1,0 +1,90 @@
+import { readFileSync } from 'node:fs';
+import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { LRUCache } from 'lru-cache';
+import type { JwtConfig } from '../config/schema.js';
+import type { Identity } from '../policy/decide.js';
+
+const HMAC_ALGS = ['HS256', 'HS384', 'HS512'];
+// Asymmetric only: a JWKS key can never be used as an HMAC secret (no key confusion).
+const PUBLIC_KEY_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
+const MAX_CACHE_TTL_MS = 10 * 60_000;
+
+/**
+ * Turns bearer tokens into identities. Each token string is verified once and its
+ * identity cached until the token expires (bounded), so the hot path is a map lookup.
+ */
+export class TokenVerifier {
+  private readonly cache = new LRUCache<string, Identity>({ max: 50_000 });
+  private readonly key: Uint8Array | JWTVerifyGetKey;
+  private readonly algorithms: string[];
+
+  constructor(
+    private readonly config: JwtConfig | undefined,
+    private readonly now: () => number = Date.now,
+  ) {
+    if (config?.secret !== undefined) {
+      this.key = new TextEncoder().encode(config.secret);
+      this.algorithms = HMAC_ALGS;
+    } else if (config?.jwksFile !== undefined) {
+      this.key = createLocalJWKSet(JSON.parse(readFileSync(config.jwksFile, 'utf8')));
+      this.algorithms = PUBLIC_KEY_ALGS;
+    } else if (config?.jwksUrl !== undefined) {
+      this.key = createRemoteJWKSet(new URL(config.jwksUrl));
+      this.algorithms = PUBLIC_KEY_ALGS;
+    } else {
+      this.key = new Uint8Array(0);
+      this.algorithms = [];
+    }
+  }
+
+  /** The cached identity for an Authorization header: an Identity, null (no valid token), or undefined (not cached — call verify). */
+  cached(authorization: string | undefined): Identity | null | undefined {
+    const token = bearerToken(authorization);
+    if (token === null) return null;
+    const hit = this.cache.get(token);
+    if (hit === undefined) return undefined;
+    if (hit.expiresAt !== null && hit.expiresAt <= this.now()) {
+      this.cache.delete(token);
+      return null;
+    }
+    return hit;
+  }
+
+  async verify(authorization: string | undefined): Promise<Identity | null> {
+    const cached = this.cached(authorization);
+    if (cached !== undefined) return cached;
+    const token = bearerToken(authorization)!;
+    if (this.algorithms.length === 0) return null;
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, this.key as Uint8Array, {
+        algorithms: this.algorithms,
+        issuer: this.config?.issuer,
+        audience: this.config?.audience,
+        currentDate: new Date(this.now()),
+        requiredClaims: ['exp'],
+      }));
+    } catch {
+      return null;
+    }
+    const identity = toIdentity(payload, this.config?.userClaim ?? 'upn');
+    if (identity === null) return null;
+    const ttl = identity.expiresAt === null ? MAX_CACHE_TTL_MS : Math.min(identity.expiresAt - this.now(), MAX_CACHE_TTL_MS);
+    if (ttl > 0) this.cache.set(token, identity, { ttl });
+    return identity;
+  }
+}
+
+function bearerToken(authorization: string | undefined): string | null {
+  if (authorization === undefined || authorization.length < 8) return null;
+  if (authorization.slice(0, 7).toLowerCase() !== 'bearer ') return null;
+  const token = authorization.slice(7).trim();
+  return token === '' ? null : token;
+}
+
+function toIdentity(payload: JWTPayload, userClaim: string): Identity | null {
+  const user = [payload[userClaim], payload['preferred_username'], payload.sub].find((v): v is string => typeof v === 'string' && v !== '');
+  if (user === undefined) return null;
+  const amr = Array.isArray(payload['amr']) ? payload['amr'].filter((v): v is string => typeof v === 'string') : [];
+  return { user: user.toLowerCase(), amr, expiresAt: typeof payload.exp === 'number' ? payload.exp * 1000 : null };
+}

@@ -1,0 +1,128 @@
+import type { PolicyEntry, PolicyFile, Settings } from '../config/schema.js';
+import { globToRegExp, isGlob, taskKey } from './names.js';
+import { compileParamRules, type CompiledParamRule } from './params.js';
+
+export interface CompiledPolicy {
+  id: string;
+  /** What the policy names: a task (maybe a glob) or a role. */
+  task: string | null;
+  role: string | null;
+  /** Task keys the policy covers exactly (empty for a glob policy). */
+  taskKeys: ReadonlySet<string>;
+  glob: RegExp | null;
+  approval: 'manual' | 'auto';
+  approverGroup: string | null;
+  approvals: number;
+  maxDurationHours: number;
+  requireReason: boolean;
+  requireTicket: boolean;
+  requireMfa: boolean;
+  paramRules: readonly CompiledParamRule[];
+}
+
+/** The policy file compiled for lookups whose cost does not grow with the number of policies. */
+export class PolicySet {
+  readonly settings: Settings;
+  readonly policies: ReadonlyMap<string, CompiledPolicy>;
+  private readonly exact = new Map<string, CompiledPolicy[]>();
+  private readonly globs: CompiledPolicy[] = [];
+  private readonly globCache = new Map<string, CompiledPolicy[] | null>();
+  private readonly groups = new Map<string, ReadonlySet<string>>();
+  private readonly roles = new Map<string, string[]>();
+  private readonly systemAccounts: ReadonlySet<string>;
+
+  constructor(readonly source: PolicyFile) {
+    this.settings = source.settings;
+    for (const [name, members] of Object.entries(source.groups)) {
+      this.groups.set(name, new Set(members.map((m) => m.toLowerCase())));
+    }
+    for (const [name, tasks] of Object.entries(source.roles)) this.roles.set(name, tasks.map(taskKey));
+    this.systemAccounts = new Set(source.settings.systemAccounts.map((a) => a.toLowerCase()));
+
+    const byId = new Map<string, CompiledPolicy>();
+    // Specific before general: task policies first, then role policies, so the first
+    // policy cited for a task is the one naming it.
+    const ordered = [...source.policies].sort((a, b) => rank(a) - rank(b));
+    for (const entry of ordered) {
+      const policy = this.compile(entry);
+      byId.set(policy.id, policy);
+      if (policy.glob) this.globs.push(policy);
+      for (const key of policy.taskKeys) {
+        const list = this.exact.get(key);
+        if (list) list.push(policy);
+        else this.exact.set(key, [policy]);
+      }
+    }
+    this.policies = byId;
+  }
+
+  /** Policies covering a task key; exact names and roles win over globs. */
+  policiesFor(key: string): readonly CompiledPolicy[] | null {
+    const exact = this.exact.get(key);
+    if (exact) return exact;
+    if (this.globs.length === 0) return null;
+    let hit = this.globCache.get(key);
+    if (hit === undefined) {
+      const found = this.globs.filter((p) => p.glob!.test(key));
+      hit = found.length > 0 ? found : null;
+      if (this.globCache.size >= 10_000) this.globCache.clear();
+      this.globCache.set(key, hit);
+    }
+    return hit;
+  }
+
+  /** The policy a new access request for this task is filed under: the most specific one. */
+  policyForTask(task: string): CompiledPolicy | null {
+    return this.policiesFor(taskKey(task))?.[0] ?? null;
+  }
+
+  policyForRole(role: string): CompiledPolicy | null {
+    for (const p of this.policies.values()) if (p.role !== null && p.role.toLowerCase() === role.toLowerCase()) return p;
+    return null;
+  }
+
+  roleTasks(role: string): readonly string[] | null {
+    for (const [name, tasks] of this.roles) if (name.toLowerCase() === role.toLowerCase()) return tasks;
+    return null;
+  }
+
+  isMember(group: string | null | undefined, user: string): boolean {
+    return group != null && (this.groups.get(group)?.has(user) ?? false);
+  }
+
+  isAdmin(user: string): boolean {
+    return this.isMember(this.settings.adminGroup, user);
+  }
+
+  isSystemAccount(user: string): boolean {
+    return this.systemAccounts.has(user);
+  }
+
+  private compile(entry: PolicyEntry): CompiledPolicy {
+    const glob = entry.task !== undefined && isGlob(entry.task) ? globToRegExp(entry.task) : null;
+    const taskKeys = new Set<string>();
+    if (entry.task !== undefined && !glob) taskKeys.add(taskKey(entry.task));
+    if (entry.role !== undefined) for (const t of this.roles.get(entry.role) ?? []) taskKeys.add(t);
+    const s = this.settings;
+    return {
+      id: entry.id,
+      task: entry.task ?? null,
+      role: entry.role ?? null,
+      taskKeys,
+      glob,
+      approval: entry.approval,
+      approverGroup: entry.approval === 'manual' ? entry.approverGroup ?? s.defaultApproverGroup ?? null : entry.approverGroup ?? null,
+      approvals: entry.approvals,
+      maxDurationHours: Math.min(entry.maxDurationHours ?? s.maxDurationHours, s.maxDurationHours),
+      requireReason: entry.requireReason,
+      requireTicket: entry.requireTicket,
+      requireMfa: entry.requireMfa,
+      paramRules: compileParamRules(entry.parameters),
+    };
+  }
+}
+
+function rank(p: PolicyEntry): number {
+  if (p.task !== undefined) return isGlob(p.task) ? 2 : 0;
+  return 1;
+}

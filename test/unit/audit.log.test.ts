@@ -1,0 +1,188 @@
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { nodeAuditFs, type AuditFs } from '../../src/audit/fs.js';
+import { AuditLog } from '../../src/audit/log.js';
+import { verifyAuditFile } from '../../src/audit/verify.js';
+
+const GENESIS = '0'.repeat(64);
+let dir: string;
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'pamgate-audit-'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function lines(path: string): Promise<string[]> {
+  const text = await readFile(path, 'utf8');
+  expect(text.endsWith('\n') || text === '').toBe(true);
+  return text.split('\n').slice(0, -1);
+}
+
+function sha256(s: string): string {
+  return createHash('sha256').update(s).digest('hex');
+}
+
+describe('AuditLog line format', () => {
+  it('writes keys in the contract order, nulls for absent fields, and hash over the line without hash', async () => {
+    const log = await AuditLog.open({ dir, now: () => Date.UTC(2026, 10, 23, 10, 0, 0) });
+    await log.append({ type: 'task.blocked', actor: 'eve@contoso.com', remote: '127.0.0.1', reason: 'no grant', status: 403 });
+    await log.append({ type: 'policy.loaded', skipped: undefined, nested: { a: [1, 2] } });
+    await log.close();
+
+    const [first, second] = await lines(log.path);
+    const one = JSON.parse(first!) as Record<string, unknown>;
+    expect(Object.keys(one)).toEqual([
+      'seq', 'time', 'type', 'actor', 'task', 'policy', 'requestId', 'remote', 'reason', 'status', 'prev', 'hash',
+    ]);
+    expect(one).toMatchObject({
+      seq: 1, time: '2026-11-23T10:00:00.000Z', type: 'task.blocked', actor: 'eve@contoso.com',
+      task: null, policy: null, requestId: null, remote: '127.0.0.1', prev: GENESIS,
+    });
+    const { hash, ...withoutHash } = one;
+    const body = JSON.stringify(withoutHash);
+    expect(hash).toBe(sha256(body));
+    expect(first).toBe(body.slice(0, -1) + ',"hash":"' + String(hash) + '"}');
+
+    const two = JSON.parse(second!) as Record<string, unknown>;
+    expect(two['seq']).toBe(2);
+    expect(two['prev']).toBe(hash);
+    expect('skipped' in two).toBe(false);
+    expect(two['nested']).toEqual({ a: [1, 2] });
+  });
+
+  it('refuses reserved or unserialisable events without disturbing the rest of the batch', async () => {
+    const log = await AuditLog.open({ dir });
+    const results = await Promise.allSettled([
+      log.append({ type: 'a' }),
+      log.append({ type: 'b', seq: 99 }),
+      log.append({ type: 'c', big: 1n }),
+      log.append({ type: '' }),
+      log.append({ type: 'd' }),
+    ]);
+    await log.close();
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'rejected', 'rejected', 'fulfilled']);
+    const written = (await lines(log.path)).map((l) => JSON.parse(l) as { seq: number; type: string });
+    expect(written.map((e) => [e.seq, e.type])).toEqual([[1, 'a'], [2, 'd']]);
+    expect(await verifyAuditFile(log.path)).toMatchObject({ ok: true, events: 2 });
+  });
+});
+
+describe('AuditLog group commit', () => {
+  it('writes 1000 concurrent appends as seq 1..1000 with far fewer fsyncs', async () => {
+    const log = await AuditLog.open({ dir });
+    await Promise.all(Array.from({ length: 1000 }, (_, i) => log.append({ type: 'task.executed', actor: `u${i}` })));
+    const { events, batches, maxBatch } = log.stats();
+    await log.close();
+
+    const written = (await lines(log.path)).map((l) => JSON.parse(l) as { seq: number; actor: string });
+    expect(written).toHaveLength(1000);
+    expect(written.map((e) => e.seq)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
+    expect(written[999]!.actor).toBe('u999');
+    expect(events).toBe(1000);
+    expect(batches).toBeLessThan(50);
+    expect(maxBatch).toBeGreaterThan(20);
+    expect(await verifyAuditFile(log.path)).toMatchObject({ ok: true, events: 1000 });
+  });
+
+  it('resolves each append only after the fsync of its batch, and batches appends that arrive during an fsync', async () => {
+    let linesWritten = 0;
+    let linesSynced = 0;
+    const calls: string[] = [];
+    const fs: AuditFs = {
+      ...nodeAuditFs,
+      write: async (fd, buf, off, len, pos) => {
+        const n = await nodeAuditFs.write(fd, buf, off, len, pos);
+        if (pos === null) {
+          for (let i = off; i < off + n; i++) if (buf[i] === 10) linesWritten++;
+          calls.push(`write ${linesWritten}`);
+        }
+        return n;
+      },
+      fdatasync: async (fd) => {
+        const covers = linesWritten;
+        await new Promise((r) => setTimeout(r, 3));
+        await nodeAuditFs.fdatasync(fd);
+        linesSynced = covers;
+        calls.push(`fsync ${covers}`);
+      },
+    };
+    const log = await AuditLog.open({ dir, fs });
+    const early: number[] = [];
+    const pending: Array<Promise<void>> = [];
+    for (let wave = 0; wave < 10; wave++) {
+      for (let i = 0; i < 100; i++) {
+        const seq = pending.length + 1;
+        pending.push(
+          log.append({ type: 'request.created', n: seq }).then(() => {
+            calls.push(`resolve ${seq}`);
+            if (linesSynced < seq) early.push(seq);
+          }),
+        );
+      }
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    await Promise.all(pending);
+    const { batches, maxBatch } = log.stats();
+    await log.close();
+
+    expect(early).toEqual([]);
+    // The first resolve comes after the first fsync, never between write and fsync.
+    expect(calls.findIndex((c) => c.startsWith('fsync'))).toBeLessThan(calls.indexOf('resolve 1'));
+    expect(batches).toBeGreaterThan(1);
+    expect(batches).toBeLessThan(100);
+    expect(maxBatch).toBeGreaterThan(1);
+    expect(calls.filter((c) => c.startsWith('fsync'))).toHaveLength(batches);
+    expect(await verifyAuditFile(log.path)).toMatchObject({ ok: true, events: 1000 });
+  });
+});
+
+describe('AuditLog lifecycle', () => {
+  it('continues the chain after close and reopen', async () => {
+    const a = await AuditLog.open({ dir });
+    await a.append({ type: 'gateway.started' });
+    await a.append({ type: 'policy.loaded' });
+    await a.close();
+    const firstRun = (await lines(a.path)).map((l) => JSON.parse(l) as { seq: number; hash: string; prev: string });
+
+    const b = await AuditLog.open({ dir });
+    await b.append({ type: 'gateway.started' });
+    await b.close();
+    const all = (await lines(b.path)).map((l) => JSON.parse(l) as { seq: number; hash: string; prev: string; type: string });
+    expect(all).toHaveLength(3);
+    expect(all[2]).toMatchObject({ seq: 3, prev: firstRun[1]!.hash, type: 'gateway.started' });
+    expect(await verifyAuditFile(b.path)).toEqual({ ok: true, events: 3, lastHash: all[2]!.hash });
+  });
+
+  it('keeps audit.head at 128 bytes pointing at the last durable line', async () => {
+    const log = await AuditLog.open({ dir });
+    await log.append({ type: 'x' });
+    await log.append({ type: 'y' });
+    await log.close();
+    const last = JSON.parse((await lines(log.path))[1]!) as { hash: string };
+    const head = await readFile(join(dir, 'audit.head'), 'latin1');
+    expect(head).toHaveLength(128);
+    expect(JSON.parse(head)).toEqual({ seq: 2, hash: last.hash });
+  });
+
+  it('close waits for queued appends and later appends reject', async () => {
+    const log = await AuditLog.open({ dir });
+    const queued = Array.from({ length: 5 }, (_, i) => log.append({ type: 'q', i }));
+    await log.close();
+    await expect(Promise.all(queued)).resolves.toBeDefined();
+    await expect(log.append({ type: 'late' })).rejects.toThrow(/closed/);
+    expect(await lines(log.path)).toHaveLength(5);
+  });
+
+  it('creates a missing data dir', async () => {
+    const nested = join(dir, 'a', 'b');
+    const log = await AuditLog.open({ dir: nested });
+    await log.close();
+    expect(log.path).toBe(join(nested, 'audit.jsonl'));
+    expect((await stat(log.path)).size).toBe(0);
+  });
+});
