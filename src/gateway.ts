@@ -76,7 +76,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   await audit.append({ type: 'policy.loaded', actor: null, file: opts.configPath, policies: policies.policies.size });
 
   const metrics = createMetrics(() => audit.stats(), () => service.activeGrantCount());
-  const controlBase = opts.publicControlUrl ?? `http://${opts.host}:${opts.adminPort}`;
+  // Known once the control listener is bound (its port may be ephemeral).
+  let requestUrl = '';
   const forwarder = new Forwarder(upstreamUrl);
   const proxy = createProxyServer(
     {
@@ -85,7 +86,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       grantsOf: service.grantsOf,
       audit,
       now,
-      requestUrl: `${controlBase}/api/requests`,
+      get requestUrl() {
+        return requestUrl;
+      },
       log,
       onDecision: metrics.onDecision,
     },
@@ -120,6 +123,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
 
   const proxyUrl = `http://${opts.host}:${(proxy.address() as AddressInfo).port}`;
   const controlUrl = `http://${opts.host}:${(control.address() as AddressInfo).port}`;
+  requestUrl = `${opts.publicControlUrl ?? controlUrl}/api/requests`;
   log.info({ proxyUrl, controlUrl, upstreamUrl, demo: demo !== null, policies: policies.policies.size }, 'pamgate started');
 
   return {

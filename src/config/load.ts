@@ -38,11 +38,15 @@ export function parsePolicyText(text: string, file: string, env: NodeJS.ProcessE
     return { ok: false, errors: doc.errors.map((e) => at(e.pos[0], e.message.split('\n')[0] ?? e.message)) };
   }
 
-  const errors: ConfigError[] = interpolateEnv(doc, env).map((e) => at(e.offset, e.message));
+  const envErrors = interpolateEnv(doc, env);
+  const errors: ConfigError[] = envErrors.map((e) => at(e.offset, e.message));
   const parsed = policyFileSchema.safeParse(doc.toJS());
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
-      errors.push(at(offsetOf(doc, issue.path), `${pathText(issue.path)}: ${issue.message}`));
+      const offset = offsetOf(doc, issue.path);
+      // A value left uninterpolated is already reported as its unset variable.
+      if (envErrors.some((e) => e.offset === offset)) continue;
+      errors.push(at(offset, `${pathText(issue.path)}: ${issue.message}`));
     }
   } else {
     for (const e of crossCheck(parsed.data)) errors.push(at(offsetOf(doc, e.path), `${pathText(e.path)}: ${e.message}`));

@@ -93,7 +93,7 @@ export function createControlApp(ctx: ControlContext): Hono<Env> {
     const identity = c.get('identity');
     if (!ctx.policies().isAdmin(identity.user)) throw new HttpError(403, 'only members of the admin group may review grants');
     const q = parse(reviewQuery, c.req.query());
-    const to = q.to ? Date.parse(q.to) : ctx.now();
+    const to = q.to ? Date.parse(q.to) : ctx.now() + 1; // default period ends now, inclusive
     const from = q.from ? Date.parse(q.from) : to - 30 * 24 * 3_600_000;
     if (from >= to) throw new HttpError(400, 'from must be before to', 'from');
     const uses = await ctx.countUses(from, to);
