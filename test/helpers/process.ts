@@ -36,12 +36,13 @@ export interface GatewayProcess {
 
 /** `pamgate serve` as its own process; resolves once both listeners are up. */
 export async function spawnGateway(env: NodeJS.ProcessEnv): Promise<GatewayProcess> {
-  const port = await freePort();
-  const adminPort = await freePort();
-  const child = spawn(process.execPath, [CLI, 'serve'], {
-    env: { ...process.env, HOST: '127.0.0.1', PORT: String(port), ADMIN_PORT: String(adminPort), ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  return spawnGatewayAt(await freePort(), await freePort(), { ...process.env, HOST: '127.0.0.1', ...env });
+}
+
+/** `pamgate serve` on given ports with exactly `env` (PORT/ADMIN_PORT set from the ports). */
+export async function spawnGatewayAt(port: number, adminPort: number, env: NodeJS.ProcessEnv): Promise<GatewayProcess> {
+  const clean = Object.fromEntries(Object.entries({ ...env, PORT: String(port), ADMIN_PORT: String(adminPort) }).filter(([, v]) => v !== undefined));
+  const child = spawn(process.execPath, [CLI, 'serve'], { env: clean, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
