@@ -8,6 +8,7 @@ import type { TokenVerifier } from '../identity/jwt.js';
 import type { PolicySet } from '../policy/compile.js';
 import type { Identity } from '../policy/decide.js';
 import { openApiDocument } from './openapi.js';
+import { mountUi } from './ui/routes.js';
 import { createRequestBody, decisionBody, listQuery, reviewQuery } from './schemas.js';
 
 export interface ControlContext {
@@ -101,6 +102,7 @@ export function createControlApp(ctx: ControlContext): Hono<Env> {
     return c.json({ from: new Date(from).toISOString(), to: new Date(to).toISOString(), grants, neverUsed: grants.filter((g) => g.uses === 0).map((g) => g.id) });
   });
 
+  mountUi(app);
   app.get('/', (c) => c.redirect('/ui'));
   return app;
 }
@@ -122,6 +124,8 @@ function parse<T>(schema: ZodType<T>, value: unknown): T {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
   const issue = result.error.issues[0]!;
-  const field = issue.path.map(String).join('.') || undefined;
+  // An unknown property is reported on its parent; name the property itself.
+  const path = issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0] ?? ''] : issue.path;
+  const field = path.map(String).join('.') || undefined;
   throw new HttpError(400, field ? `${field}: ${issue.message}` : issue.message, field);
 }
