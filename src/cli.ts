@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
+import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { SignJWT } from 'jose';
 import { verifyAuditFile } from './audit/verify.js';
@@ -12,10 +13,11 @@ import { PolicySet } from './policy/compile.js';
 
 const USAGE = `usage: pamgate <command> [options]
 
-  serve [--config FILE]                     run the gateway (env: PORT, HOST, ADMIN_PORT, UPSTREAM_URL, PAMGATE_DATA_DIR, PAMGATE_STORE)
+  serve [--config FILE]                     run the gateway (env: PORT, HOST, ADMIN_PORT, UPSTREAM_URL, PAMGATE_DATA_DIR,
+                                            PAMGATE_STORE, PAMGATE_AUDIT_MAX_BYTES, PAMGATE_CONFIG_WATCH=off)
   check FILE                                validate a policy file (file:line:col: message per error)
   explain --config FILE --user U --task T [--params JSON]
-  audit verify FILE                         check the hash chain
+  audit verify [FILE|DIR]                   check the hash chain (the live file or data dir: all segments)
   audit search [FILE] [--type T] [--actor U] [--task T] [--request ID] [--since ISO] [--until ISO]
   request (--task T | --role R) --reason TEXT [--duration HOURS] [--ticket T] [--param K=V]...
   requests [--status S]
@@ -144,6 +146,8 @@ async function serve(configPath: string): Promise<number> {
       upstreamUrl,
       storeUrl: env['PAMGATE_STORE'],
       publicControlUrl: env['PAMGATE_PUBLIC_URL'],
+      auditMaxBytes: positiveInt(env['PAMGATE_AUDIT_MAX_BYTES'], 'PAMGATE_AUDIT_MAX_BYTES'),
+      watchConfig: env['PAMGATE_CONFIG_WATCH'] !== 'off',
     });
   } catch (err) {
     if (err instanceof ConfigInvalidError) {
@@ -164,6 +168,11 @@ async function serve(configPath: string): Promise<number> {
   const stop = (): void => {
     if (stopping) return;
     stopping = true;
+    // close() bounds the drain itself; this is the backstop if flushing hangs (e.g. a dead disk).
+    setTimeout(() => {
+      process.stderr.write('pamgate: shutdown did not finish in time; exiting\n');
+      process.exit(1);
+    }, SHUTDOWN_DEADLINE_MS).unref();
     gateway.close().then(
       () => process.exit(0),
       (err: unknown) => {
@@ -174,8 +183,19 @@ async function serve(configPath: string): Promise<number> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
-  process.on('SIGHUP', () => void gateway.reload());
+  process.on('SIGHUP', () => {
+    gateway.reload().catch((err: unknown) => process.stderr.write(`pamgate: reload failed: ${String(err)}\n`));
+  });
   return new Promise<number>(() => undefined); // runs until a signal
+}
+
+const SHUTDOWN_DEADLINE_MS = 20_000;
+
+function positiveInt(value: string | undefined, name: string): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new CliError(`${name} must be a positive integer (bytes), got "${value}"`);
+  return n;
 }
 
 async function audit(rest: string[], o: { type?: string | undefined; actor?: string | undefined; task?: string | undefined; request?: string | undefined; since?: string | undefined; until?: string | undefined }): Promise<number> {
@@ -184,14 +204,15 @@ async function audit(rest: string[], o: { type?: string | undefined; actor?: str
   if (verb === 'verify') {
     const result = await verifyAuditFile(file);
     if (result.ok) {
-      process.stdout.write(`ok ${result.events} events\n`);
+      process.stdout.write(`ok ${result.events} events${result.segments ? ` in ${result.segments + 1} files` : ''}\n`);
       return 0;
     }
-    process.stderr.write(`${file}:${result.line}: ${result.reason}\n`);
+    process.stderr.write(`${result.file ?? file}:${result.line}: ${result.reason}\n`);
     return 1;
   }
   if (verb === 'search') {
-    for await (const e of readAuditEvents(file, { type: o.type, actor: o.actor, task: o.task, requestId: o.request, since: o.since, until: o.until })) {
+    const live = (await stat(file).catch(() => null))?.isDirectory() ? resolve(file, 'audit.jsonl') : file;
+    for await (const e of readAuditEvents(live, { type: o.type, actor: o.actor, task: o.task, requestId: o.request, since: o.since, until: o.until })) {
       process.stdout.write(JSON.stringify(e) + '\n');
     }
     return 0;

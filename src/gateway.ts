@@ -2,18 +2,22 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createAdaptorServer } from '@hono/node-server';
 import pino, { type Logger } from 'pino';
-import { AuditLog } from './audit/log.js';
+import { AuditLog, type AuditFs } from './audit/log.js';
 import { readAuditEvents } from './audit/search.js';
 import { formatConfigError, loadPolicyFile, type ConfigError } from './config/load.js';
 import { createControlApp } from './control/app.js';
 import { startDemoUpstream, type DemoUpstream } from './demo/upstream.js';
+import { failClosedAudit } from './grants/fail-closed.js';
+import { openRedisStore } from './grants/redis-store.js';
 import { AccessService } from './grants/service.js';
 import { openEmbeddedStore, type RequestStore } from './grants/store.js';
+import { StoreSync } from './grants/sync.js';
 import { TokenVerifier } from './identity/jwt.js';
 import { createMetrics } from './metrics.js';
 import { PolicySet } from './policy/compile.js';
 import { Forwarder } from './proxy/forward.js';
 import { createProxyServer } from './proxy/server.js';
+import { watchPolicyFile, type PolicyWatch } from './runtime/policy-watch.js';
 
 export interface GatewayOptions {
   configPath: string;
@@ -30,6 +34,16 @@ export interface GatewayOptions {
   now?: () => number;
   log?: Logger;
   env?: NodeJS.ProcessEnv;
+  /** Rotate audit.jsonl into a segment at this size (default 64 MiB). */
+  auditMaxBytes?: number | undefined;
+  /** Audit file primitives (fault-injection tests). */
+  auditFs?: AuditFs;
+  /** Reload when the policy file changes (default true; SIGHUP works either way). */
+  watchConfig?: boolean;
+  /** Shared-store sync tuning: poll period, staleness bound, pub/sub on/off (tests). */
+  sync?: { pollMs?: number; staleMs?: number; pubsub?: boolean };
+  /** How long close() lets in-flight proxied requests finish (default 10 s). */
+  drainMs?: number;
 }
 
 export class ConfigInvalidError extends Error {
@@ -45,8 +59,10 @@ export interface Gateway {
   demo: DemoUpstream | null;
   audit: AuditLog;
   service: AccessService;
-  /** Re-reads the policy file; the old policies stay if the new file is invalid. */
+  /** Re-reads the policy file; the old policies stay if the new file is invalid or the change cannot be audited. */
   reload(): Promise<{ ok: true } | { ok: false; errors: ConfigError[] }>;
+  /** Whether gated tasks can be decided right now (shared state fresh); always true on the embedded store. */
+  storeFresh(): boolean;
   /** Stops accepting, finishes in-flight requests (bounded), flushes the audit log. */
   close(): Promise<void>;
 }
@@ -64,15 +80,19 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   let verifier = new TokenVerifier(loaded.config.identity?.jwt, now);
   if (!loaded.config.identity) log.warn('policies.yaml has no identity section: no token can be verified, so every gated task answers 401');
 
-  const audit = await AuditLog.open({ dir: opts.dataDir, now });
-  const store: RequestStore = await openStore(opts);
+  const audit = await AuditLog.open({ dir: opts.dataDir, now, ...(opts.auditMaxBytes ? { maxBytes: opts.auditMaxBytes } : {}), ...(opts.auditFs ? { fs: opts.auditFs } : {}) });
+  const store: RequestStore = await openStore(opts, log);
   const service = new AccessService(store, audit, () => policies, now);
-  await service.load();
+  // Shared store: follow the other instances; grants count only while that view is fresh.
+  const sync = store.changes ? new StoreSync(store.changes, service, { log, intervalMs: opts.sync?.pollMs, staleMs: opts.sync?.staleMs }) : null;
+  if (sync) await sync.start();
+  else await service.load();
+  const storeFresh = sync ? sync.fresh : (): boolean => true;
 
   const demo = opts.upstreamUrl ? null : await startDemoUpstream(0, '127.0.0.1');
   const upstreamUrl = opts.upstreamUrl ?? demo!.url;
 
-  await audit.append({ type: 'gateway.started', actor: null, upstream: upstreamUrl, pid: process.pid });
+  await audit.append({ type: 'gateway.started', actor: null, upstream: upstreamUrl, pid: process.pid, store: sync ? 'redis' : 'embedded' });
   await audit.append({ type: 'policy.loaded', actor: null, file: opts.configPath, policies: policies.policies.size });
 
   const metrics = createMetrics(() => audit.stats(), () => service.activeGrantCount());
@@ -84,7 +104,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       policies: () => policies,
       verifier: () => verifier,
       grantsOf: service.grantsOf,
-      audit,
+      audit: sync ? failClosedAudit(audit, sync.fresh) : audit,
       now,
       get requestUrl() {
         return requestUrl;
@@ -101,7 +121,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     policies: () => policies,
     metrics: metrics.registry,
     now,
-    ready: async () => ({ store: await store.ping().catch(() => false), audit: await audit.probe() }),
+    ready: async () => ({ store: storeFresh() && (await store.ping().catch(() => false)), audit: await audit.probe() }),
     countUses: async (from, to) => {
       const uses = new Map<string, number>();
       for await (const e of readAuditEvents(audit.path, { type: 'task.executed', since: new Date(from).toISOString(), until: new Date(to).toISOString() })) {
@@ -121,6 +141,39 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   }, SWEEP_INTERVAL_MS);
   sweeper.unref();
 
+  // Reloads run one at a time; each reads the file afresh, so the last one wins.
+  let reloading: Promise<unknown> = Promise.resolve();
+  const reload = (): Promise<{ ok: true } | { ok: false; errors: ConfigError[] }> => {
+    const next = reloading.then(() => reloadOnce());
+    reloading = next.catch(() => undefined);
+    return next;
+  };
+  const reloadOnce = async (): Promise<{ ok: true } | { ok: false; errors: ConfigError[] }> => {
+    await watcher?.seen();
+    const next = await loadPolicyFile(opts.configPath, env);
+    if (!next.ok) {
+      const errors = next.errors.map(formatConfigError);
+      log.error({ file: opts.configPath, errors }, 'policy file rejected; keeping the previous policies');
+      await audit.append({ type: 'policy.rejected', actor: null, file: opts.configPath, errors }).catch((err: unknown) => log.error({ err }, 'could not audit policy.rejected'));
+      return { ok: false, errors: next.errors };
+    }
+    const nextPolicies = new PolicySet(next.config);
+    const nextVerifier = new TokenVerifier(next.config.identity?.jwt, now);
+    try {
+      await audit.append({ type: 'policy.loaded', actor: null, file: opts.configPath, policies: nextPolicies.policies.size });
+    } catch (err) {
+      // An unrecorded policy change is not allowed: keep the old policies.
+      log.error({ err, file: opts.configPath }, 'policy change could not be audited; keeping the previous policies');
+      return { ok: false, errors: [{ file: opts.configPath, line: 0, col: 0, message: `audit log unavailable, policies not changed: ${(err as Error).message}` }] };
+    }
+    // Swapped together in one synchronous step: no request sees new policies with the old verifier.
+    policies = nextPolicies;
+    verifier = nextVerifier;
+    log.info({ policies: policies.policies.size }, 'policies reloaded');
+    return { ok: true };
+  };
+  const watcher: PolicyWatch | null = opts.watchConfig === false ? null : await watchPolicyFile(opts.configPath, reload, log);
+
   const proxyUrl = `http://${opts.host}:${(proxy.address() as AddressInfo).port}`;
   const controlUrl = `http://${opts.host}:${(control.address() as AddressInfo).port}`;
   requestUrl = `${opts.publicControlUrl ?? controlUrl}/api/requests`;
@@ -133,22 +186,14 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     demo,
     audit,
     service,
-    async reload() {
-      const next = await loadPolicyFile(opts.configPath, env);
-      if (!next.ok) {
-        log.error({ errors: next.errors.map(formatConfigError) }, 'policy file rejected; keeping the previous policies');
-        await audit.append({ type: 'policy.rejected', actor: null, file: opts.configPath, errors: next.errors.map(formatConfigError) }).catch(() => undefined);
-        return { ok: false, errors: next.errors };
-      }
-      await audit.append({ type: 'policy.loaded', actor: null, file: opts.configPath, policies: next.config.policies.length });
-      policies = new PolicySet(next.config);
-      verifier = new TokenVerifier(next.config.identity?.jwt, now);
-      log.info({ policies: policies.policies.size }, 'policies reloaded');
-      return { ok: true };
-    },
+    reload,
+    storeFresh,
     async close() {
       clearInterval(sweeper);
-      await Promise.all([drain(proxy, 10_000), drain(control, 5_000)]);
+      watcher?.close();
+      await Promise.all([drain(proxy, opts.drainMs ?? 10_000), drain(control, 5_000)]);
+      await reloading;
+      await sync?.stop();
       forwarder.close();
       await demo?.close();
       await audit.close();
@@ -157,9 +202,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   };
 }
 
-async function openStore(opts: GatewayOptions): Promise<RequestStore> {
-  if (opts.storeUrl === undefined || opts.storeUrl === '') return openEmbeddedStore(opts.dataDir);
-  throw new Error(`PAMGATE_STORE=${opts.storeUrl}: only the embedded store is supported in this build`);
+async function openStore(opts: GatewayOptions, log: Logger): Promise<RequestStore> {
+  const url = opts.storeUrl;
+  if (url === undefined || url === '') return openEmbeddedStore(opts.dataDir);
+  if (/^rediss?:\/\//.test(url)) return openRedisStore(url, { log, ...(opts.sync?.pubsub === false ? { pubsub: false } : {}) });
+  throw new Error(`PAMGATE_STORE=${url}: expected redis://host:port (or unset for the embedded store)`);
 }
 
 function listen(server: Server, port: number, host: string): Promise<void> {
@@ -177,8 +224,13 @@ function drain(server: Server, timeoutMs: number): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(() => server.closeAllConnections(), timeoutMs);
     timer.unref();
+    // A keep-alive connection goes idle when its last response is sent; close it then rather than
+    // waiting for the client's keep-alive timeout.
+    const sweep = setInterval(() => server.closeIdleConnections(), 25);
+    sweep.unref();
     server.close(() => {
       clearTimeout(timer);
+      clearInterval(sweep);
       resolve();
     });
     server.closeIdleConnections();

@@ -11,6 +11,10 @@ export interface AuditFs {
   fdatasync(fd: number): Promise<void>;
   ftruncate(fd: number, length: number): Promise<void>;
   close(fd: number): Promise<void>;
+  /** Segment rotation; optional so older fakes keep working (node:fs is used when absent). */
+  rename?(from: string, to: string): Promise<void>;
+  /** fsync of a directory, making a rename or a create durable. */
+  syncDir?(dir: string): Promise<void>;
 }
 
 function done(resolve: () => void, reject: (err: Error) => void): (err: Error | null) => void {
@@ -33,4 +37,13 @@ export const nodeAuditFs: AuditFs = Object.freeze({
     new Promise<void>((resolve, reject) => nodeFs.ftruncate(fd, length, done(resolve, reject))),
   close: (fd: number): Promise<void> =>
     new Promise<void>((resolve, reject) => nodeFs.close(fd, done(resolve, reject))),
+  rename: (from: string, to: string): Promise<void> =>
+    new Promise<void>((resolve, reject) => nodeFs.rename(from, to, done(resolve, reject))),
+  syncDir: (dir: string): Promise<void> =>
+    new Promise<void>((resolve, reject) =>
+      nodeFs.open(dir, 'r', (err, fd) => {
+        if (err) return reject(err);
+        nodeFs.fsync(fd, (syncErr) => nodeFs.close(fd, () => (syncErr ? reject(syncErr) : resolve())));
+      }),
+    ),
 });

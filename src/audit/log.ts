@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { nodeAuditFs, type AuditFs } from './fs.js';
 import { HEAD_FILE, HEAD_SIZE, encodeHead, readHead } from './head.js';
 import { hashOfStart, lineStart, sealLine, serialiseFields } from './line.js';
-import { readTail } from './recover.js';
+import { readTail, type TailState } from './recover.js';
+import { LIVE_FILE, listSegments, segmentName } from './segments.js';
 
 export type { AuditFs } from './fs.js';
 
@@ -25,7 +26,11 @@ export interface AuditLogOptions {
   now?: () => number;
   /** File primitives, injectable for fault tests; default node:fs. */
   fs?: AuditFs;
+  /** Rotate the live file into a numbered segment once it reaches this size; default 64 MiB. */
+  maxBytes?: number;
 }
+
+export const DEFAULT_MAX_BYTES = 64 * 1024 * 1024;
 
 export interface AuditStats {
   events: number;
@@ -34,6 +39,7 @@ export interface AuditStats {
 }
 
 const FILE_MODE = 0o600;
+const PROBE: Buffer = Buffer.from('\n');
 
 /** Queued appends as parallel arrays; two instances are swapped per batch so steady state allocates nothing. */
 class Queue {
@@ -62,8 +68,11 @@ class Queue {
 }
 
 interface State {
+  dir: string;
   path: string;
   fs: AuditFs;
+  maxBytes: number;
+  nextSegment: number;
   now: () => number;
   fd: number;
   headFd: number;
@@ -78,10 +87,15 @@ interface State {
  */
 export class AuditLog {
   readonly path: string;
+  readonly #dir: string;
   readonly #fs: AuditFs;
   readonly #now: () => number;
-  readonly #fd: number;
+  readonly #maxBytes: number;
+  #fd: number;
   readonly #headFd: number;
+  #nextSegment: number;
+  /** A rotation renamed the live file but could not create a new one: writes go on into the segment. */
+  #liveMissing = false;
 
   // Chain state of the last durable line; only advanced after a batch's fsync succeeded.
   #seq: number;
@@ -116,8 +130,11 @@ export class AuditLog {
 
   private constructor(s: State) {
     this.path = s.path;
+    this.#dir = s.dir;
     this.#fs = s.fs;
     this.#now = s.now;
+    this.#maxBytes = s.maxBytes;
+    this.#nextSegment = s.nextSegment;
     this.#fd = s.fd;
     this.#headFd = s.headFd;
     this.#seq = s.seq;
@@ -129,17 +146,19 @@ export class AuditLog {
   static async open(opts: AuditLogOptions): Promise<AuditLog> {
     const fs = opts.fs ?? nodeAuditFs;
     await mkdir(opts.dir, { recursive: true, mode: 0o700 });
-    const path = join(opts.dir, 'audit.jsonl');
+    const path = join(opts.dir, LIVE_FILE);
     const headPath = join(opts.dir, HEAD_FILE);
     const fd = await fs.open(path, 'a', FILE_MODE);
     let headFd = -1;
     try {
-      const tail = await readTail(path);
+      const segments = await listSegments(opts.dir);
+      const tail = await continueFrom(path, segments.at(-1)?.path);
       if (tail.tornBytes > 0) await fs.ftruncate(fd, tail.durableSize);
       const head = await readHead(headPath);
       headFd = await fs.open(headPath, fsConstants.O_RDWR | fsConstants.O_CREAT, FILE_MODE);
       const log = new AuditLog({
-        path, fs, now: opts.now ?? Date.now, fd, headFd,
+        dir: opts.dir, path, fs, now: opts.now ?? Date.now, fd, headFd,
+        maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES, nextSegment: (segments.at(-1)?.index ?? 0) + 1,
         seq: tail.seq, prev: tail.hash, size: tail.durableSize,
       });
       const records: Array<Promise<void>> = [];
@@ -183,7 +202,11 @@ export class AuditLog {
     return this.#healthy;
   }
 
-  /** For /readyz: when unhealthy, runs an empty batch (pending truncate + fdatasync) to see if the disk is back. */
+  /**
+   * For /readyz: when unhealthy, runs an empty batch to see if the disk is back. It writes one
+   * newline past the durable end, fdatasyncs, and cuts it off again, so a full disk (where a bare
+   * fdatasync succeeds) still reads as unhealthy. The file is unchanged afterwards.
+   */
   probe(): Promise<boolean> {
     if (this.#healthy || this.#closed) return Promise.resolve(this.#healthy);
     return new Promise<boolean>((resolve) => {
@@ -240,6 +263,7 @@ export class AuditLog {
           this.#fail(batch, err); // #commit handles I/O errors itself; this is a last line of defence
         }
         batch.clear();
+        if (this.#size >= this.#maxBytes || this.#liveMissing) await this.#rotate();
         for (const resolve of probes) resolve(this.#healthy);
       }
     } finally {
@@ -253,12 +277,17 @@ export class AuditLog {
   async #commit(batch: Queue): Promise<void> {
     const n = batch.length;
     if (n === 0) {
-      // Probe only: no bytes, but exercises the same truncate + fsync path as a real batch.
+      // Probe only: exercises the same truncate + write + fsync path as a real batch, then cuts back.
       try {
         await this.#truncateIfPending();
+        this.#truncatePending = true;
+        const written = await this.#fs.write(this.#fd, PROBE, 0, 1, null);
+        if (written !== 1) throw new Error('audit probe write made no progress');
         await this.#fs.fdatasync(this.#fd);
+        await this.#truncateIfPending();
         this.#healthy = true;
       } catch {
+        await this.#truncateIfPending().catch(() => undefined);
         this.#healthy = false;
       }
       return;
@@ -300,6 +329,35 @@ export class AuditLog {
     if (n > this.#maxBatch) this.#maxBatch = n;
     for (let i = 0; i < n; i++) batch.resolves[i]!();
     this.#updateHead(seq, prev);
+  }
+
+  /**
+   * Moves the live file aside as the next segment and starts a new live file; the chain runs on
+   * (the next line's prev is the segment's last hash). Runs between batches, so nothing is half
+   * written. A crash after the rename leaves no live file: open() then continues from the segment.
+   * A failed rotation is retried after the next batch; the events themselves are already durable.
+   */
+  async #rotate(): Promise<void> {
+    const rename = this.#fs.rename ?? nodeAuditFs.rename!;
+    const syncDir = this.#fs.syncDir ?? nodeAuditFs.syncDir!;
+    try {
+      if (!this.#liveMissing) {
+        if (this.#truncatePending) return;
+        await rename(this.path, join(this.#dir, segmentName(this.#nextSegment)));
+        this.#nextSegment++;
+        this.#liveMissing = true;
+        await syncDir(this.#dir);
+      }
+      const fd = await this.#fs.open(this.path, 'a', FILE_MODE);
+      const old = this.#fd;
+      this.#fd = fd;
+      this.#size = 0;
+      this.#liveMissing = false;
+      await this.#fs.close(old).catch(() => undefined);
+      await syncDir(this.#dir);
+    } catch {
+      // Keep appending to the open fd (live file or, after the rename, the newest segment).
+    }
   }
 
   async #truncateIfPending(): Promise<void> {
@@ -345,4 +403,16 @@ export class AuditLog {
       for (const resolve of waiters) resolve();
     }
   }
+}
+
+/**
+ * Where the chain goes on: the live file's last line, or, when the live file holds none (a
+ * rotation just happened, or a crash came between its rename and the new file), the newest
+ * segment's last line. Torn bytes are only ever cut from the live file.
+ */
+async function continueFrom(live: string, lastSegment: string | undefined): Promise<TailState> {
+  const tail = await readTail(live);
+  if (tail.seq > 0 || lastSegment === undefined) return tail;
+  const previous = await readTail(lastSegment);
+  return { ...tail, seq: previous.seq, hash: previous.hash };
 }

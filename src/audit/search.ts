@@ -1,6 +1,8 @@
 import { createReadStream } from 'node:fs';
+import { access } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { isRecord } from './line.js';
+import { chainFiles } from './segments.js';
 
 export interface AuditFilter {
   /** Exact type, or a prefix ending in '*' (e.g. 'request.*'). */
@@ -29,7 +31,8 @@ function sameText(actual: unknown, wanted: string | undefined): boolean {
 
 /**
  * Streams events matching every given filter, in file order. Lines that do not parse are
- * skipped: integrity is verifyAuditFile's job, this is for finding events.
+ * skipped: integrity is verifyAuditFile's job, this is for finding events. The live
+ * `audit.jsonl` brings its rotated segments along (oldest first).
  */
 export async function* readAuditEvents(
   path: string,
@@ -43,6 +46,36 @@ export async function* readAuditEvents(
   const task = filter.task?.toLowerCase();
   const timed = filter.since !== undefined || filter.until !== undefined;
 
+  const files = await chainFiles(path);
+  for (const file of files) {
+    if (file !== path || files.length === 1 || (await exists(file))) yield* readFile(file, match);
+  }
+
+  function match(ev: Record<string, unknown>): boolean {
+    if (type !== undefined) {
+      const t = ev['type'];
+      if (typeof t !== 'string' || (typePrefix !== undefined ? !t.startsWith(typePrefix) : t !== type)) return false;
+    }
+    if (!sameText(ev['actor'], actor) || !sameText(ev['task'], task)) return false;
+    if (filter.requestId !== undefined && ev['requestId'] !== filter.requestId) return false;
+    if (timed) {
+      const ms = typeof ev['time'] === 'string' ? Date.parse(ev['time']) : NaN;
+      if (!(ms >= since && ms < until)) return false;
+    }
+    return true;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function* readFile(path: string, match: (ev: Record<string, unknown>) => boolean): AsyncGenerator<Record<string, unknown>> {
   const input = createReadStream(path, { encoding: 'utf8' });
   const lines = createInterface({ input, crlfDelay: Infinity });
   try {
@@ -54,18 +87,7 @@ export async function* readAuditEvents(
       } catch {
         continue;
       }
-      if (!isRecord(ev)) continue;
-      if (type !== undefined) {
-        const t = ev['type'];
-        if (typeof t !== 'string' || (typePrefix !== undefined ? !t.startsWith(typePrefix) : t !== type)) continue;
-      }
-      if (!sameText(ev['actor'], actor) || !sameText(ev['task'], task)) continue;
-      if (filter.requestId !== undefined && ev['requestId'] !== filter.requestId) continue;
-      if (timed) {
-        const ms = typeof ev['time'] === 'string' ? Date.parse(ev['time']) : NaN;
-        if (!(ms >= since && ms < until)) continue;
-      }
-      yield ev;
+      if (isRecord(ev) && match(ev)) yield ev;
     }
   } finally {
     lines.close();

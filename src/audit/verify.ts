@@ -1,10 +1,15 @@
 import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { GENESIS, computedHash, isRecord, storedHash } from './line.js';
 import { headPathFor, readHead } from './head.js';
+import { LIVE_FILE, chainFiles, isSegment } from './segments.js';
 
 export type VerifyResult =
-  | { ok: true; events: number; lastHash: string }
-  | { ok: false; line: number; reason: string };
+  /** `segments`: rotated files checked before the live one (absent when there were none). */
+  | { ok: true; events: number; lastHash: string; segments?: number }
+  /** `line` counts within `file`, which is given only when it is not the path that was asked about. */
+  | { ok: false; line: number; reason: string; file?: string };
 
 interface Chain {
   line: number;
@@ -36,53 +41,95 @@ function checkLine(raw: Buffer, chain: Chain): string | null {
 /**
  * Verifies the hash chain on the raw bytes (never re-serialising) and, when `audit.head` sits
  * next to the file, that the file still reaches the anchored line. Stops at the first bad line.
+ * Given the live `audit.jsonl` (or its data dir), the rotated segments before it are checked
+ * too, as one chain; a failure then names the file it is in when that is not `path`.
  */
 export async function verifyAuditFile(path: string): Promise<VerifyResult> {
-  // Read the head before the file: it never leads the file, so a concurrent writer cannot cause a false alarm.
-  const head = await readHead(headPathFor(path));
+  const live = (await isDirectory(path)) ? join(path, LIVE_FILE) : path;
+  // A writer may rotate while we read (the live file we open is then newer than the segment
+  // list): a failure with a changed segment list is re-checked, not reported.
+  for (let attempt = 0; ; attempt++) {
+    const files = await chainFiles(live);
+    const result = await verifyFiles(path, live, files);
+    if (result.ok || attempt >= 2 || (await chainFiles(live)).length === files.length) return result;
+  }
+}
+
+async function verifyFiles(path: string, live: string, files: string[]): Promise<VerifyResult> {
+  // Read the head before the files: it never leads the file, so a concurrent writer cannot cause a false alarm.
+  // A rotated segment checked on its own ends before the anchored line, so the head does not apply to it.
+  const head = isSegment(live) ? 'absent' : await readHead(headPathFor(live));
   const chain: Chain = { line: 0, prev: GENESIS };
   let hashAtHead: string | null = null;
-  const carry: Buffer[] = [];
+  let headAt = { file: live, line: 0 };
+  let fileLine = 0;
+  let failedIn = live;
 
-  const stream = createReadStream(path, { highWaterMark: 64 * 1024 });
-  try {
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      let pos = 0;
-      for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, pos)) {
-        let raw = chunk.subarray(pos, nl);
-        if (carry.length > 0) {
-          carry.push(raw);
-          raw = Buffer.concat(carry);
-          carry.length = 0;
+  const fail = (line: number, reason: string): VerifyResult =>
+    failedIn === path ? { ok: false, line, reason } : { ok: false, line, reason, file: failedIn };
+
+  for (const file of files) {
+    failedIn = file;
+    fileLine = 0;
+    const carry: Buffer[] = [];
+    // A crash between a rotation's rename and the new live file leaves no live file: an empty end.
+    const stream = createReadStream(file, { highWaterMark: 64 * 1024 });
+    try {
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        let pos = 0;
+        for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, pos)) {
+          let raw = chunk.subarray(pos, nl);
+          if (carry.length > 0) {
+            carry.push(raw);
+            raw = Buffer.concat(carry);
+            carry.length = 0;
+          }
+          pos = nl + 1;
+          chain.line++;
+          fileLine++;
+          const reason = checkLine(raw, chain);
+          if (reason !== null) return fail(fileLine, reason);
+          if (typeof head === 'object' && chain.line === head.seq) {
+            hashAtHead = chain.prev;
+            headAt = { file, line: fileLine };
+          }
         }
-        pos = nl + 1;
-        chain.line++;
-        const reason = checkLine(raw, chain);
-        if (reason !== null) return { ok: false, line: chain.line, reason };
-        if (typeof head === 'object' && chain.line === head.seq) hashAtHead = chain.prev;
+        if (pos < chunk.length) carry.push(chunk.subarray(pos));
       }
-      if (pos < chunk.length) carry.push(chunk.subarray(pos));
+    } catch (err) {
+      if (!(file === live && files.length > 1 && (err as NodeJS.ErrnoException).code === 'ENOENT')) throw err;
+    } finally {
+      stream.destroy();
     }
-  } finally {
-    stream.destroy();
+    if (carry.length > 0) return fail(fileLine + 1, 'missing trailing newline (torn last line)');
   }
 
   const events = chain.line;
-  if (carry.length > 0) return { ok: false, line: events + 1, reason: 'missing trailing newline (torn last line)' };
+  failedIn = live;
+  const lastLine = fileLine;
   if (head === 'unreadable') {
-    return { ok: false, line: events + 1, reason: 'audit.head is unreadable, cannot rule out truncation' };
+    return fail(lastLine + 1, 'audit.head is unreadable, cannot rule out truncation');
   }
   if (typeof head === 'object' && head.seq > 0) {
     if (head.seq > events) {
-      return { ok: false, line: events + 1, reason: `file truncated: head records seq ${head.seq} but file ends at seq ${events}` };
+      return fail(lastLine + 1, `file truncated: head records seq ${head.seq} but file ends at seq ${events}`);
     }
     if (hashAtHead !== head.hash) {
-      return {
-        ok: false,
-        line: head.seq,
-        reason: `file truncated and rewritten: head records seq ${head.seq} with hash ${head.hash.slice(0, 12)}… but that line has hash ${String(hashAtHead).slice(0, 12)}…`,
-      };
+      failedIn = headAt.file;
+      return fail(
+        headAt.line,
+        `file truncated and rewritten: head records seq ${head.seq} with hash ${head.hash.slice(0, 12)}… but that line has hash ${String(hashAtHead).slice(0, 12)}…`,
+      );
     }
   }
-  return { ok: true, events, lastHash: chain.prev };
+  const segments = files.length - 1;
+  return segments > 0 ? { ok: true, events, lastHash: chain.prev, segments } : { ok: true, events, lastHash: chain.prev };
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    return false;
+  }
 }

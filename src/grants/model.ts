@@ -57,6 +57,16 @@ export function effectiveStatus(req: AccessRequest, now: number): RequestStatus 
   return req.status;
 }
 
+/**
+ * How far a request has moved through its lifecycle. Every transition strictly increases it
+ * (an approval adds one, every status change moves up a rank), so of two copies of one request
+ * the one with the higher progress is the newer: a late read can never undo a revocation.
+ */
+export function progress(req: AccessRequest): number {
+  const rank = req.status === 'pending' ? 0 : req.status === 'approved' ? 1 : 2;
+  return rank * 1_000_000 + Math.min(req.approvals.length, 999_999);
+}
+
 export function grantOf(req: AccessRequest): Grant | null {
   if (req.status !== 'approved' || req.expiresAt === null) return null;
   return {

@@ -52,9 +52,22 @@ export class AccessService {
   ) {}
 
   async load(): Promise<void> {
+    this.replace(await this.store.list());
+  }
+
+  /**
+   * Makes `requests` the whole known state, swapped in one step (no moment with an empty index).
+   * A request already known further along its lifecycle keeps that copy: a revocation seen here
+   * is never undone by an older read.
+   */
+  replace(requests: AccessRequest[]): void {
+    const known = new Map(this.requests);
     this.requests.clear();
     this.grantsByUser.clear();
-    for (const req of await this.store.list()) this.remember(req);
+    for (const req of requests) {
+      const mine = known.get(req.id);
+      this.remember(mine !== undefined && model.progress(mine) > model.progress(req) ? mine : req);
+    }
   }
 
   /** Active grants of a user (hot path: no I/O, no allocation). */
@@ -71,6 +84,11 @@ export class AccessService {
   async refresh(id: string): Promise<void> {
     const req = await this.store.get(id);
     if (req) this.remember(req);
+  }
+
+  /** Whether `id` is known to this instance (tests, diagnostics). */
+  knows(id: string): boolean {
+    return this.requests.has(id);
   }
 
   async create(actor: Identity, input: CreateRequestInput, remote: string | null): Promise<AccessRequest> {
@@ -111,7 +129,7 @@ export class AccessService {
       req = { ...req, status: 'approved', approvedAt: iso, expiresAt: new Date(now + req.durationHours * HOUR).toISOString(), decidedBy: 'auto', decidedAt: iso };
       events.push(this.event('request.approved', 'auto', req, remote, { status: 'approved', expiresAt: req.expiresAt }));
     }
-    return this.commit(req, events);
+    return this.commit(req, events, (r) => this.store.put(r));
   }
 
   approve(id: string, actor: Identity, comment: string | null, remote: string | null): Promise<AccessRequest> {
@@ -199,45 +217,63 @@ export class AccessService {
     return status === req.status ? req : { ...req, status };
   }
 
+  /**
+   * Read, decide, audit and store one change while holding the request's lock, so that
+   * concurrent changes on any instance apply one after another and none is lost. A pessimistic
+   * lock rather than optimistic CAS because the audit event is written before the store: a CAS
+   * loser would already have audited a change that never happened.
+   */
   private async transition(
     id: string,
     _remote: string | null,
     step: (req: AccessRequest, now: number) => [AccessRequest, AuditEvent],
   ): Promise<AccessRequest> {
-    return this.store.withLock(id, async () => {
-      // Read through to the store: another instance may have moved it on.
-      const current = (await this.store.get(id)) ?? this.requests.get(id);
-      if (!current) throw new ServiceError(404, `no request with id ${id}`);
-      let next: AccessRequest;
-      let event: AuditEvent;
-      try {
-        [next, event] = step(current, this.now());
-      } catch (err) {
-        if (err instanceof model.TransitionError) throw new ServiceError(err.status, err.message);
-        throw err;
-      }
-      return this.commit(next, [event]);
-    });
+    try {
+      return await this.store.withLock(id, async (put) => {
+        // Read through to the store: another instance may have moved it on.
+        const stored = await this.store.get(id);
+        if (stored) this.remember(stored);
+        const current = stored ?? this.requests.get(id);
+        if (!current) throw new ServiceError(404, `no request with id ${id}`);
+        let next: AccessRequest;
+        let event: AuditEvent;
+        try {
+          [next, event] = step(current, this.now());
+        } catch (err) {
+          if (err instanceof model.TransitionError) throw new ServiceError(err.status, err.message);
+          throw err;
+        }
+        return this.commit(next, [event], put);
+      });
+    } catch (err) {
+      if (err instanceof ServiceError) throw err;
+      throw new ServiceError(503, `state store unavailable, nothing was changed: ${(err as Error).message}`);
+    }
   }
 
   /** Audit first (durable), then store, then make it visible. */
-  private async commit(req: AccessRequest, events: AuditEvent[]): Promise<AccessRequest> {
+  private async commit(req: AccessRequest, events: AuditEvent[], put: (req: AccessRequest) => Promise<void>): Promise<AccessRequest> {
     try {
       for (const e of events) await this.audit.append(e);
     } catch (err) {
       throw new ServiceError(503, `audit log unavailable, nothing was changed: ${(err as Error).message}`);
     }
     try {
-      await this.store.put(req);
+      await put(req);
     } catch (err) {
-      throw new ServiceError(503, `state store unavailable: ${(err as Error).message}`);
+      // The audit already holds the change: record that it did not take, so the trail stays true.
+      const reason = (err as Error).message;
+      await this.audit.append({ type: 'request.commit_failed', actor: null, task: req.task ?? req.role, policy: req.policy, requestId: req.id, remote: null, status: req.status, error: reason }).catch(() => undefined);
+      throw new ServiceError(503, `state store unavailable, the change was not stored: ${reason}`);
     }
     this.remember(req);
     return this.present(req);
   }
 
-  /** Mirrors a request in memory and keeps its requester's grant list current. */
+  /** Mirrors a request in memory and keeps its requester's grant list current. Never moves a request backwards. */
   private remember(req: AccessRequest): void {
+    const known = this.requests.get(req.id);
+    if (known !== undefined && model.progress(known) > model.progress(req)) return;
     this.requests.set(req.id, req);
     const existing = this.grantsByUser.get(req.requester);
     const grant = model.grantOf(req);

@@ -4,35 +4,58 @@ import Keyv from 'keyv';
 import type { AccessRequest } from './model.js';
 import { JournalStore } from './journal-store.js';
 
+/** Stores `request` on behalf of the lock holder; rejects if the lock was lost meanwhile. */
+export type LockedPut = (request: AccessRequest) => Promise<void>;
+
 /**
  * Where access requests live. The service is the only user; it never assumes the
  * store is local, so the same code runs on the embedded journal and on Redis.
  */
 export interface RequestStore {
   get(id: string): Promise<AccessRequest | undefined>;
+  /** Stores a request no one else can be changing yet (a new id). */
   put(request: AccessRequest): Promise<void>;
   list(): Promise<AccessRequest[]>;
-  /** Runs `fn` with no other holder of the same id's lock anywhere (this process, or every instance for shared stores). */
-  withLock<T>(id: string, fn: () => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` with no other holder of the same id's lock anywhere (this process, or every
+   * instance for shared stores). Changes go through the `put` it is given, which is fenced:
+   * it stores nothing once the lock has been lost (e.g. expired during a long pause).
+   */
+  withLock<T>(id: string, fn: (put: LockedPut) => Promise<T>): Promise<T>;
   /** Whether the store answers right now (for /readyz). */
   ping(): Promise<boolean>;
   close(): Promise<void>;
+  /** Present on stores shared by several instances: what the others changed. */
+  readonly changes?: ChangeFeed;
+}
+
+/** A shared store's record of commits, so each instance can follow the others. */
+export interface ChangeFeed {
+  /** Every request, with the feed position it is at least as new as. */
+  snapshot(): Promise<{ epoch: string; version: number; requests: AccessRequest[] }>;
+  /** Ids committed after `version`, and the newest version. A new `epoch` means the store lost its history: reload. */
+  since(version: number): Promise<{ epoch: string; version: number; ids: string[] }>;
+  /** Calls `hint` whenever some instance announces a commit. Best effort: messages can be lost. */
+  subscribe(hint: (id: string) => void): Promise<void>;
+  /** Whether the connection is up right now, as the client's own events tell it (no I/O). */
+  readonly connected: () => boolean;
 }
 
 const NAMESPACE = 'pamgate';
 const PREFIX = 'req:';
 
-/** The embedded store: keyv over a journal file in the data dir. */
+/** The embedded store: keyv over a journal file in the data dir. One process per data dir. */
 export async function openEmbeddedStore(dataDir: string): Promise<RequestStore> {
   await mkdir(dataDir, { recursive: true });
   const journal = await JournalStore.open(join(dataDir, 'state.journal'));
   const keyv = new Keyv<AccessRequest>({ store: journal, namespace: NAMESPACE, throwOnErrors: true });
   const locks = new LocalLocks();
+  const put = async (req: AccessRequest): Promise<void> => {
+    await keyv.set(PREFIX + req.id, req);
+  };
   return {
     get: (id) => keyv.get(PREFIX + id),
-    put: async (req) => {
-      await keyv.set(PREFIX + req.id, req);
-    },
+    put,
     list: async () => {
       const out: AccessRequest[] = [];
       for (const [key] of journal.entries(`${NAMESPACE}:${PREFIX}`)) {
@@ -41,7 +64,7 @@ export async function openEmbeddedStore(dataDir: string): Promise<RequestStore> 
       }
       return out;
     },
-    withLock: (id, fn) => locks.run(id, fn),
+    withLock: (id, fn) => locks.run(id, () => fn(put)),
     ping: async () => true,
     close: () => keyv.disconnect(),
   };
