@@ -2,7 +2,7 @@ import type { Command } from '../policy/decide.js';
 import { taskKey } from '../policy/names.js';
 import { BodyError, decodeContent, decodeText } from './decode.js';
 import { foldKey, JsonAmbiguityError, parseStrictJson, type JsonObject, type JsonValue } from './json.js';
-import { isGateablePath, normalizePath } from './path.js';
+import { isGateableTarget } from './path.js';
 
 /** What the Exchange adapter made of a request. */
 export type Classification =
@@ -15,6 +15,8 @@ export type Classification =
 
 export interface RequestHead {
   url: string;
+  /** Targets from headers some servers route on instead of the request line (X-Original-URL…). */
+  alternateUrls?: readonly string[];
   contentType: string | undefined;
   contentEncoding: string | undefined;
 }
@@ -23,8 +25,7 @@ const PASS: Classification = Object.freeze({ kind: 'pass' });
 const MAX_NESTED_DOCUMENTS = 16;
 
 export function classifyExchange(head: RequestHead, body: Buffer, maxBytes: number): Classification {
-  const path = normalizePath(head.url);
-  if (!isGateablePath(path) && !queryMentionsCmdlet(head.url)) return PASS;
+  if (!mayRunCommands(head)) return PASS;
   try {
     const text = decodeText(decodeContent(body, head.contentEncoding, maxBytes), head.contentType);
     const commands: Command[] = [];
@@ -41,6 +42,11 @@ export function classifyExchange(head: RequestHead, body: Buffer, maxBytes: numb
 
 function reject(status: 400 | 413, message: string): Classification {
   return { kind: 'reject', status, message };
+}
+
+function mayRunCommands(head: RequestHead): boolean {
+  if (isGateableTarget(head.url) || queryMentionsCmdlet(head.url)) return true;
+  return head.alternateUrls !== undefined && head.alternateUrls.some((url) => isGateableTarget(url) || queryMentionsCmdlet(url));
 }
 
 /** A command name smuggled into the query string would be a differential; treat it as gateable. */
@@ -74,35 +80,89 @@ function collectCommands(value: JsonValue, out: Command[], budget: { nested: num
     }
     return;
   }
-  if (typeof value === 'string' && value.length > 12 && /cmdlet/i.test(value)) {
-    if (++budget.nested > MAX_NESTED_DOCUMENTS) throw new JsonAmbiguityError('too many nested documents');
-    let inner: JsonValue;
-    try {
-      inner = parseStrictJson(value.trim());
-    } catch (err) {
-      if (/cmdletname/i.test(value)) throw new JsonAmbiguityError(`a string value mentions CmdletName but is not readable JSON (${(err as Error).message})`);
-      return;
-    }
-    collectCommands(inner, out, budget);
+  if (typeof value === 'string') {
+    const inner = nestedDocument(value, budget);
+    if (inner !== undefined) collectCommands(inner, out, budget);
   }
 }
+
+/**
+ * A string value that is itself a JSON document (batch bodies, double-encoded inputs).
+ * A string that could name a command once unescaped but is not readable JSON is ambiguous.
+ */
+function nestedDocument(value: string, budget: { nested: number }): JsonValue | undefined {
+  const text = value.trim();
+  const first = text.charCodeAt(0);
+  const looksLikeJson = first === 0x7b /* { */ || first === 0x5b /* [ */ || first === 0x22; /* " */
+  const mentions = mentionsCmdletName(value);
+  if (!looksLikeJson && !mentions) return undefined;
+  let inner: JsonValue;
+  try {
+    inner = parseStrictJson(text);
+  } catch (err) {
+    if (mentions) throw new JsonAmbiguityError(`a string value mentions CmdletName but is not readable JSON (${(err as Error).message})`);
+    return undefined;
+  }
+  if (typeof inner !== 'object' && typeof inner !== 'string') return undefined;
+  if (++budget.nested > MAX_NESTED_DOCUMENTS) throw new JsonAmbiguityError('too many nested JSON documents');
+  return inner;
+}
+
+/** Whether any reader that unescapes, widens and case-folds could find "CmdletName" in `s`. */
+function mentionsCmdletName(s: string): boolean {
+  if (/cmdletname/i.test(s)) return true;
+  if (!/[\\\u0080-\uffff]/.test(s)) return false;
+  let t = s;
+  // \\u0043 inside a string inside a string unescapes one level per parse.
+  for (let round = 0; round < MAX_NESTED_DOCUMENTS && t.includes('\\'); round++) {
+    const next = t.replace(/\\+u([0-9a-fA-F]{4})/g, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+    if (next === t) break;
+    t = next;
+  }
+  return /cmdletname/.test(
+    t
+      .replace(/\\/g, '')
+      .normalize('NFKC')
+      .replace(/\p{Cf}/gu, '')
+      .toUpperCase()
+      .toLowerCase(),
+  );
+}
+
+// After taskKey(): what a cmdlet name may be. Anything else could resolve differently upstream.
+const PLAIN_TASK_KEY = /^[a-z0-9_]+(-[a-z0-9_]+)*$/;
+const INVISIBLE = /[\p{Cc}\p{Cf}]/u;
 
 function toCommand(input: JsonObject): Command {
   const name = input.get('cmdletname');
   if (typeof name !== 'string' || name.trim() === '') throw new JsonAmbiguityError('CmdletName must be a non-empty string');
-  const rawParams = input.get('parameters');
+  const key = taskKey(name);
+  if (!PLAIN_TASK_KEY.test(key)) throw new JsonAmbiguityError(`CmdletName ${JSON.stringify(name)} is not a plain cmdlet name`);
+  if (INVISIBLE.test(name)) throw new JsonAmbiguityError(`CmdletName ${JSON.stringify(name)} contains invisible or control characters`);
+  return { name, key, params: toParams(input.get('parameters')) };
+}
+
+/** Parameters by the name PowerShell would bind them to; two spellings of one name are ambiguous. */
+function toParams(raw: JsonValue | undefined): Map<string, unknown> {
   const params = new Map<string, unknown>();
-  if (rawParams instanceof Map) {
-    for (const [key, value] of rawParams) {
-      // `-Identity` and `Identity` bind to the same parameter.
-      const name = key.startsWith('-') ? foldKey(key.slice(1)) : key;
-      if (params.has(name)) throw new JsonAmbiguityError(`parameter "${name}" appears more than once`);
-      params.set(name, plain(value));
-    }
-  } else if (rawParams !== undefined && rawParams !== null) {
-    throw new JsonAmbiguityError('CmdletInput.Parameters must be an object');
+  if (raw === undefined || raw === null) return params;
+  if (!(raw instanceof Map)) throw new JsonAmbiguityError('CmdletInput.Parameters must be an object');
+  for (const [key, value] of raw) {
+    const name = parameterName(key);
+    if (params.has(name)) throw new JsonAmbiguityError(`parameter "${name}" appears more than once`);
+    params.set(name, plain(value));
   }
-  return { name, key: taskKey(name), params };
+  return params;
+}
+
+const DASHES = /[-\u2010-\u2015\u2212\ufe58\ufe63\uff0d]/;
+
+/** `-Identity`, `–Identity` and `Identity` bind to the same parameter. `key` is already folded. */
+function parameterName(key: string): string {
+  if (/^[a-z0-9_]+$/.test(key)) return key;
+  let name = key.trim();
+  while (name.length > 0 && DASHES.test(name[0]!)) name = name.slice(1).trimStart();
+  return name;
 }
 
 /** Parameter values as plain JSON (objects become records) for rule checks and audit. */

@@ -11,8 +11,9 @@ export type JsonValue = string | number | boolean | null | JsonValue[] | JsonObj
 /** Object keys are folded with foldKey(); the original spelling is not kept. */
 export type JsonObject = Map<string, JsonValue>;
 
+/** Folds a property name to the widest equivalence any lenient reader could apply (case, width, invisible characters). */
 export function foldKey(key: string): string {
-  return /^[\x20-\x7e]*$/.test(key) ? key.toLowerCase() : key.normalize('NFKC').toUpperCase().toLowerCase();
+  return /^[\x20-\x7e]*$/.test(key) ? key.toLowerCase() : key.normalize('NFKC').replace(/\p{Cf}/gu, '').toUpperCase().toLowerCase();
 }
 
 const MAX_DEPTH = 64;

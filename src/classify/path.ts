@@ -4,12 +4,22 @@
  */
 
 const MAX_DECODE_ROUNDS = 4;
-// Nothing to decode, fold or resolve: the common case, kept cheap.
-const SIMPLE_PATH = /^(\/[A-Za-z0-9_$-]+)+\/?$/;
+// Nothing to decode, fold or resolve (no dot segments, no trailing dots that matter): the common case, kept cheap.
+const SIMPLE_PATH = /^(\/[A-Za-z0-9_$-][A-Za-z0-9_.$-]*)+\/?$/;
+const GATEABLE = /invokecommand|\$batch|\/batch(?![a-z0-9])/;
 
-/** Normalised, case-folded path of a request target, or null when it cannot be read. */
-export function normalizePath(target: string): string | null {
-  if (SIMPLE_PATH.test(target)) return target.length > 1 && target.endsWith('/') ? target.slice(0, -1).toLowerCase() : target.toLowerCase();
+/** Whether a request target could reach an endpoint that runs commands. Unreadable targets could. */
+export function isGateableTarget(target: string): boolean {
+  if (SIMPLE_PATH.test(target)) return GATEABLE.test(target.toLowerCase());
+  const decoded = decodedPath(target);
+  if (decoded === null) return true;
+  // Checked before and after segment resolution: a server that ignores `;` parameters or
+  // resolves dot segments differently must not turn a gateable path into a harmless one.
+  return GATEABLE.test(decoded) || GATEABLE.test(resolveSegments(decoded));
+}
+
+/** Scheme and authority, query and fragment removed; fully percent-decoded; Unicode-folded. */
+function decodedPath(target: string): string | null {
   let path = target;
   // absolute-form (`POST http://host/adminapi/...`) addresses the same resource
   const scheme = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i.exec(path);
@@ -25,13 +35,20 @@ export function normalizePath(target: string): string | null {
   }
   if (/%[0-9a-f]{2}|%u[0-9a-f]{4}/i.test(path)) return null; // still encoded after the bounded rounds
 
-  path = path.normalize('NFKC').replace(/\\/g, '/');
+  return path
+    .normalize('NFKC')
+    .replace(/\\/g, '/')
+    .replace(/\p{Cf}/gu, '')
+    .toUpperCase()
+    .toLowerCase();
+}
+
+function resolveSegments(path: string): string {
   const out: string[] = [];
   for (let segment of path.split('/')) {
     const semi = segment.indexOf(';'); // matrix/path parameters
     if (semi >= 0) segment = segment.slice(0, semi);
     segment = segment.replace(/[\s.]+$/u, (m) => (segment === m ? m : '')); // Windows ignores trailing dots and spaces
-    segment = segment.replace(/\p{Cf}/gu, '');
     if (segment === '' || segment === '.') continue;
     if (segment === '..') {
       out.pop();
@@ -39,23 +56,16 @@ export function normalizePath(target: string): string | null {
     }
     out.push(segment);
   }
-  return '/' + out.join('/').toUpperCase().toLowerCase();
+  return '/' + out.join('/');
 }
 
 /** Decodes %XX (as UTF-8) and IIS-style %uXXXX; null when the bytes are not valid UTF-8. */
 function percentDecode(s: string): string | null {
   if (!s.includes('%')) return s;
-  const withU = s.replace(/%u([0-9a-f]{4})/gi, (_m, hex: string) => encodeURIComponent(String.fromCharCode(parseInt(hex, 16))));
   try {
+    const withU = s.replace(/%u([0-9a-f]{4})/gi, (_m, hex: string) => encodeURIComponent(String.fromCharCode(parseInt(hex, 16))));
     return withU.replace(/(%[0-9a-f]{2})+/gi, (run) => decodeURIComponent(run));
   } catch {
     return null;
   }
-}
-
-const GATEABLE = /invokecommand|\$batch|\/batch(\/|$)/;
-
-/** Whether a normalised path could reach an endpoint that runs commands. */
-export function isGateablePath(normalized: string | null): boolean {
-  return normalized === null || GATEABLE.test(normalized);
 }

@@ -27,6 +27,7 @@ export function paramsAllowed(
   scope: Readonly<Record<string, string>> | null,
   params: CallParams,
 ): boolean {
+  if ((rules.length > 0 || scope !== null) && !allNamesPlain(params)) return false;
   for (const rule of rules) {
     if (!valueMatches(params, rule.name, (v) => scalarMatchesRule(v, rule))) return false;
   }
@@ -36,6 +37,14 @@ export function paramsAllowed(
       if (!valueMatches(params, name.toLowerCase(), (v) => v.toLowerCase() === want)) return false;
     }
   }
+  return true;
+}
+
+const PLAIN_NAME = /^[a-z0-9_]+$/;
+
+/** A name PowerShell might bind in a way we cannot predict (odd characters) could shadow a constrained one. */
+function allNamesPlain(params: CallParams): boolean {
+  for (const key of params.keys()) if (!PLAIN_NAME.test(key)) return false;
   return true;
 }
 

@@ -21,8 +21,41 @@ export interface ProxyContext {
   onDecision?(outcome: 'pass' | 'forward' | 'block' | 'reject' | 'error', status: number): void;
 }
 
-export function createProxyServer(ctx: ProxyContext, forwarder: Forwarder): Server {
-  const server = createServer({ maxHeaderSize: 16 * 1024, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => {
+/** Slow-client and header limits of the proxy listener. */
+export interface ListenerLimits {
+  /** Time a client has to send the complete request head (slowloris). */
+  headersTimeoutMs: number;
+  /** Time a client has to send the complete request, body included. */
+  requestTimeoutMs: number;
+  maxHeaderBytes: number;
+  maxHeaders: number;
+}
+
+/** Defaults, overridable for slow networks (and tests) with PAMGATE_HEADERS_TIMEOUT_MS / PAMGATE_REQUEST_TIMEOUT_MS. */
+export function listenerLimits(env: NodeJS.ProcessEnv = process.env): ListenerLimits {
+  const headersTimeoutMs = positiveInt(env['PAMGATE_HEADERS_TIMEOUT_MS'], 10_000);
+  return {
+    headersTimeoutMs,
+    requestTimeoutMs: Math.max(headersTimeoutMs, positiveInt(env['PAMGATE_REQUEST_TIMEOUT_MS'], 30_000)),
+    maxHeaderBytes: 16 * 1024,
+    maxHeaders: 100,
+  };
+}
+
+function positiveInt(text: string | undefined, fallback: number): number {
+  const n = Number(text);
+  return text !== undefined && Number.isInteger(n) && n > 0 ? n : fallback;
+}
+
+export function createProxyServer(ctx: ProxyContext, forwarder: Forwarder, limits: ListenerLimits = listenerLimits()): Server {
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    const refusal = refuseHead(req, limits);
+    if (refusal !== null) {
+      ctx.onDecision?.('reject', refusal.status);
+      sendError(res, refusal.status, { code: refusal.status === 431 ? 'RequestHeaderFieldsTooLarge' : 'BadRequest', message: `${refusal.message}; the request was not forwarded` }, { connection: 'close' });
+      req.resume();
+      return;
+    }
     readBody(req, res, ctx.policies().settings.maxBodyBytes, (body) => {
       handle(ctx, forwarder, req, res, body).catch((err: unknown) => {
         ctx.log.error({ err }, 'proxy handler failed');
@@ -30,10 +63,54 @@ export function createProxyServer(ctx: ProxyContext, forwarder: Forwarder): Serv
         sendError(res, 500, { code: 'GatewayError', message: 'internal gateway error; the request was not forwarded' });
       });
     });
-  });
-  server.maxHeadersCount = 100;
+  };
+  const server = createServer(
+    {
+      maxHeaderSize: limits.maxHeaderBytes,
+      requestTimeout: limits.requestTimeoutMs,
+      headersTimeout: limits.headersTimeoutMs,
+      // Node only enforces the two timeouts above on this tick (default 30 s, which would let a slow client hold a socket that long).
+      connectionsCheckingInterval: Math.min(1_000, Math.max(50, Math.floor(limits.headersTimeoutMs / 4))),
+    },
+    onRequest,
+  );
+  // Node silently drops header fields past maxHeadersCount; keep one more so refuseHead can see the excess and refuse.
+  server.maxHeadersCount = limits.maxHeaders + 1;
   server.keepAliveTimeout = 5_000;
+  // Answer an over-limit declared body before the client sends it; otherwise continue as usual.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    const limit = ctx.policies().settings.maxBodyBytes;
+    if (Number(req.headers['content-length']) > limit) return tooLarge(req, res, limit);
+    res.writeContinue();
+    onRequest(req, res);
+  });
   return server;
+}
+
+/** Request heads refused before any body is read: framing or routing the upstream could read differently. */
+function refuseHead(req: IncomingMessage, limits: ListenerLimits): { status: 400 | 431; message: string } | null {
+  if (req.rawHeaders.length / 2 > limits.maxHeaders) return { status: 431, message: `more than ${limits.maxHeaders} header fields` };
+  const aliased = underscoreAlias(req.rawHeaders);
+  if (aliased !== null) return { status: 400, message: `header "${aliased}" would read as a framing or routing header on some servers` };
+  const te = req.headers['transfer-encoding'];
+  // Node de-chunks but does not undo other transfer codings; the bytes read would not be the body.
+  if (te !== undefined && te.trim().toLowerCase() !== 'chunked') return { status: 400, message: `Transfer-Encoding "${te}" is not supported` };
+  return null;
+}
+
+/** Headers IIS/ASP.NET-style servers route on instead of the request line. */
+const PATH_OVERRIDE_HEADERS = ['x-original-url', 'x-rewrite-url', 'x-original-uri', 'x-forwarded-uri', 'x-forwarded-path', 'x-envoy-original-path'] as const;
+
+/** Headers whose meaning the classification depends on, or that servers route on. */
+const SENSITIVE_HEADERS = new Set(['content-type', 'content-encoding', 'content-length', 'transfer-encoding', ...PATH_OVERRIDE_HEADERS, 'x-http-method-override']);
+
+/** CGI-style servers read `Content_Encoding` as `Content-Encoding`; Node keeps them apart. */
+function underscoreAlias(raw: readonly string[]): string | null {
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.includes('_') && SENSITIVE_HEADERS.has(name.replace(/_/g, '-').toLowerCase())) return name;
+  }
+  return null;
 }
 
 /** Buffers the body up to `limit` bytes; over it, answers 413 and never forwards. */
@@ -62,10 +139,29 @@ function tooLarge(req: IncomingMessage, res: ServerResponse, limit: number): voi
   res.on('finish', () => req.socket.destroySoon());
 }
 
+
+function alternateTargets(req: IncomingMessage): string[] {
+  const out: string[] = [];
+  for (const name of PATH_OVERRIDE_HEADERS) {
+    const value = req.headers[name];
+    if (typeof value === 'string') out.push(value);
+  }
+  return out;
+}
+
+/** The forwarded request is one request: no protocol switch the gateway would not see through. */
+function dropUpgrade(req: IncomingMessage): void {
+  if (req.headers.upgrade === undefined && req.headers['http2-settings'] === undefined) return;
+  delete req.headers.upgrade;
+  delete req.headers['http2-settings'];
+  delete req.headers.connection;
+}
+
 async function handle(ctx: ProxyContext, forwarder: Forwarder, req: IncomingMessage, res: ServerResponse, body: Buffer): Promise<void> {
   const policies = ctx.policies();
-  const head = { url: req.url ?? '/', contentType: req.headers['content-type'], contentEncoding: req.headers['content-encoding'] };
+  const head = { url: req.url ?? '/', alternateUrls: alternateTargets(req), contentType: req.headers['content-type'], contentEncoding: req.headers['content-encoding'] };
   const classified = classifyExchange(head, body, policies.settings.maxBodyBytes);
+  dropUpgrade(req);
 
   if (classified.kind === 'pass') {
     ctx.onDecision?.('pass', 0);

@@ -1,0 +1,108 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { readLeniently } from './lenient-reader.js';
+import { requestBytes, send, type RequestSpec } from './raw.js';
+import { INVOKE, invokeBody, startStack, type Stack } from './stack.js';
+
+/** Cmdlet-name spellings: every one that could name a gated task is classified as it. */
+
+let s: Stack;
+beforeAll(async () => {
+  s = await startStack();
+});
+afterAll(() => s?.stop());
+beforeEach(() => s.upstream.reset());
+
+const asEve = (name: string): RequestSpec => ({ target: INVOKE, headers: { Authorization: s.auth.eve!, 'Content-Type': 'application/json' }, body: invokeBody(name) });
+
+/** The reference upstream would run a gated cmdlet from these exact bytes. */
+function upstreamWouldRunGated(spec: RequestSpec): boolean {
+  const reading = readLeniently({ method: 'POST', target: spec.target, headers: { 'content-type': 'application/json' }, body: Buffer.from(requestBytes(spec).toString('latin1').split('\r\n\r\n')[1]!, 'latin1') });
+  return reading.status === 200 && reading.executed.some((e) => e.gated);
+}
+
+async function expectBlocked(names: string[], status: number, lenientRunsThem: boolean): Promise<void> {
+  for (const name of names) {
+    const spec = asEve(name);
+    if (lenientRunsThem) expect(upstreamWouldRunGated(spec), `the upstream would run ${JSON.stringify(name)}`).toBe(true);
+    const r = await send(s.proxy, spec);
+    expect(r.status, `${JSON.stringify(name)} → ${r.body}`).toBe(status);
+  }
+  await s.expectNothingGated();
+}
+
+describe('cmdlet-name bypasses', () => {
+  it('control: an ungated cmdlet reaches the upstream, so "nothing gated ran" is not vacuous', async () => {
+    expect((await send(s.proxy, asEve('Get-Mailbox'))).status).toBe(200);
+    expect((await s.upstream.executed()).map((e) => e.cmdlet)).toEqual(['Get-Mailbox']);
+  });
+
+  it('casing', async () => {
+    await expectBlocked(['new-journalrule', 'NEW-JOURNALRULE', 'nEw-JoUrNaLrUlE', 'remove-MAILBOX', 'new-transportrule'], 403, true);
+  });
+
+  it('module prefix', async () => {
+    await expectBlocked(
+      ['Microsoft.Exchange.Management\\New-JournalRule', 'ExchangeOnlineManagement\\new-journalrule', 'tmp_x1y2.abc\\Remove-Mailbox', '\\New-JournalRule', 'A\\B\\New-JournalRule'],
+      403,
+      true,
+    );
+  });
+
+  it('Unicode dashes U+2010–U+2015 and U+2212', async () => {
+    const dashes = ['\u2010', '\u2011', '\u2012', '\u2013', '\u2014', '\u2015', '\u2212'];
+    await expectBlocked(dashes.map((d) => `New${d}JournalRule`), 403, true);
+  });
+
+  it('NFKC compatibility forms: fullwidth, mathematical, ligatures, dotless i, long s', async () => {
+    await expectBlocked(
+      [
+        '\uFF2E\uFF45\uFF57\uFF0D\uFF2A\uFF4F\uFF55\uFF52\uFF4E\uFF41\uFF4C\uFF32\uFF55\uFF4C\uFF45', // Ｎｅｗ－ＪｏｕｒｎａｌＲｕｌｅ
+        '\u{1D40D}ew-JournalRule', // mathematical bold N
+        'New\uFE63JournalRule', // small hyphen-minus
+        'Add-Ma\u0131lboxPermission', // dotless i upper-cases to I
+        'Add-MailboxPermi\u017F\u017Fion', // long s upper-cases to S
+        'Add-MailboxPermi\u00DFion', // ß upper-cases to SS
+      ],
+      403,
+      false,
+    );
+  });
+
+  it('zero-width and other invisible characters are refused, not guessed at', async () => {
+    await expectBlocked(['New-Journal\u200BRule', '\uFEFFNew-JournalRule', 'New\u00ADJournalRule', 'New-\u2060JournalRule', 'New-JournalRule\u200E', 'New-JournalRule\u0000'], 400, false);
+  });
+
+  it('surrounding whitespace is trimmed the way the upstream trims it', async () => {
+    await expectBlocked([' New-JournalRule', 'New-JournalRule\u00A0', '\u3000New-JournalRule\u2003'], 403, true);
+  });
+
+  it('a cmdlet name that is not a plain string or not a plain name is refused', async () => {
+    const bodies = [
+      '{"CmdletInput":{"CmdletName":["New-JournalRule"]}}',
+      '{"CmdletInput":{"CmdletName":{"Name":"New-JournalRule"}}}',
+      '{"CmdletInput":{"CmdletName":null}}',
+      '{"CmdletInput":{"CmdletName":42}}',
+      '{"CmdletInput":{"CmdletName":""}}',
+      invokeBody('New-Journal*'),
+      invokeBody('New-JournalRul?'),
+      invokeBody('New JournalRule'),
+      invokeBody('New-JournalRule;Remove-Mailbox'),
+      invokeBody('Exchange\\'),
+      invokeBody('N\u0435w-JournalRule'), // Cyrillic е: refused rather than compared
+    ];
+    for (const body of bodies) {
+      const r = await send(s.proxy, { target: INVOKE, headers: { Authorization: s.auth.eve! }, body });
+      expect(r.status, body).toBe(400);
+    }
+    await s.expectNothingGated();
+  });
+
+  it('a grant covers every spelling of its task, and the upstream runs the canonical cmdlet', async () => {
+    await s.grant('dave', { task: 'New\u2013JournalRule' }, 'carol');
+    for (const name of ['new-journalrule', 'Exchange\\NEW\u2212JournalRule', '\uFF2Eew-JournalRule']) {
+      expect((await send(s.proxy, { ...asEve(name), headers: { Authorization: s.auth.dave! } })).status).toBe(200);
+    }
+    expect((await send(s.proxy, asEve('New-JournalRule'))).status).toBe(403); // eve still holds nothing
+    expect((await s.upstream.executed()).map((e) => e.cmdlet)).toEqual(['New-JournalRule', 'New-JournalRule', '?\uFF2Eew-JournalRule']);
+  });
+});
