@@ -7,7 +7,6 @@ import { readAuditEvents } from './audit/search.js';
 import { formatConfigError, loadPolicyFile, type ConfigError } from './config/load.js';
 import { createControlApp } from './control/app.js';
 import { startDemoUpstream, type DemoUpstream } from './demo/upstream.js';
-import { failClosedAudit } from './grants/fail-closed.js';
 import { openRedisStore } from './grants/redis-store.js';
 import { AccessService } from './grants/service.js';
 import { openEmbeddedStore, type RequestStore } from './grants/store.js';
@@ -104,7 +103,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       policies: () => policies,
       verifier: () => verifier,
       grantsOf: service.grantsOf,
-      audit: sync ? failClosedAudit(audit, sync.fresh) : audit,
+      audit,
+      grantsTrusted: storeFresh,
       now,
       get requestUrl() {
         return requestUrl;

@@ -33,17 +33,22 @@ export type Verdict =
   | { kind: 'granted'; command: Command; policy: CompiledPolicy; grant: Grant }
   | { kind: 'system'; command: Command; policy: CompiledPolicy }
   | { kind: 'unidentified'; command: Command; policy: CompiledPolicy }
-  | { kind: 'ungranted'; command: Command; policy: CompiledPolicy };
+  | { kind: 'ungranted'; command: Command; policy: CompiledPolicy }
+  /** Grants cannot be trusted right now (shared store unreachable or stale); `seen` is what the stale view said. */
+  | { kind: 'unverifiable'; command: Command; policy: CompiledPolicy; seen: 'granted' | 'ungranted' };
 
 export interface Decision {
   /** forward: let the request through; block: answer it here with `status`. */
   action: 'forward' | 'block';
-  status: 200 | 401 | 403;
+  status: 200 | 401 | 403 | 503;
   /** One verdict per gated command, in request order; empty when nothing is gated. */
   verdicts: Verdict[];
   /** enforce, or why a would-be block is let through. */
   mode: 'enforce' | 'report-only' | 'disabled';
 }
+
+/** The answer a verdict calls for; the highest one in a request wins (503 > 403 > 401 > allowed). */
+const BLOCK_STATUS: Record<Verdict['kind'], 200 | 401 | 403 | 503> = { granted: 200, system: 200, unidentified: 401, ungranted: 403, unverifiable: 503 };
 
 const NOTHING_GATED: Decision = Object.freeze({ action: 'forward', status: 200, verdicts: [], mode: 'enforce' }) as Decision;
 
@@ -57,16 +62,16 @@ export function decide(
   identity: Identity | null,
   grantsOf: (user: string) => readonly Grant[],
   now: number,
+  grantsTrusted = true,
 ): Decision {
   let verdicts: Verdict[] | null = null;
-  let blockedStatus: 200 | 401 | 403 = 200;
+  let blockedStatus: 200 | 401 | 403 | 503 = 200;
   for (const command of commands) {
     const covering = policies.policiesFor(command.key);
     if (covering === null) continue;
-    const verdict = judge(command, covering, policies, identity, grantsOf, now);
+    const verdict = judge(command, covering, policies, identity, grantsOf, now, grantsTrusted);
     (verdicts ??= []).push(verdict);
-    if (verdict.kind === 'unidentified') blockedStatus = 401;
-    else if (verdict.kind === 'ungranted' && blockedStatus === 200) blockedStatus = 403;
+    blockedStatus = Math.max(blockedStatus, BLOCK_STATUS[verdict.kind]) as typeof blockedStatus;
   }
   if (verdicts === null) return NOTHING_GATED;
 
@@ -82,10 +87,22 @@ function judge(
   identity: Identity | null,
   grantsOf: (user: string) => readonly Grant[],
   now: number,
+  grantsTrusted: boolean,
 ): Verdict {
   const first = covering[0]!;
   if (identity === null) return { kind: 'unidentified', command, policy: first };
   if (policies.isSystemAccount(identity.user)) return { kind: 'system', command, policy: first };
+  const verdict = matchGrant(command, covering, identity, grantsOf, now) ?? { kind: 'ungranted', command, policy: first };
+  return grantsTrusted ? verdict : { kind: 'unverifiable', command, policy: verdict.policy, seen: verdict.kind };
+}
+
+function matchGrant(
+  command: Command,
+  covering: readonly CompiledPolicy[],
+  identity: Identity,
+  grantsOf: (user: string) => readonly Grant[],
+  now: number,
+): (Verdict & { kind: 'granted' }) | null {
   for (const grant of grantsOf(identity.user)) {
     const grantHolds = grant.expiresAt > now && grant.requester === identity.user && grant.taskKeys.has(command.key);
     if (!grantHolds) continue;
@@ -94,5 +111,5 @@ function judge(
       return { kind: 'granted', command, policy, grant };
     }
   }
-  return { kind: 'ungranted', command, policy: first };
+  return null;
 }

@@ -19,6 +19,8 @@ export interface ProxyContext {
   requestUrl: string;
   log: Logger;
   onDecision?(outcome: 'pass' | 'forward' | 'block' | 'reject' | 'error', status: number): void;
+  /** False while grants cannot be trusted (shared state store unreachable or stale): decisions resting on them answer 503. */
+  grantsTrusted?(): boolean;
 }
 
 /** Slow-client and header limits of the proxy listener. */
@@ -177,7 +179,7 @@ async function handle(ctx: ProxyContext, forwarder: Forwarder, req: IncomingMess
 
   const commands = classified.commands;
   const identity = anyGated(commands, policies) ? await identify(ctx, req.headers.authorization) : null;
-  const decision = decide(commands, policies, identity, ctx.grantsOf, ctx.now());
+  const decision = decide(commands, policies, identity, ctx.grantsOf, ctx.now(), ctx.grantsTrusted?.() ?? true);
   if (decision.verdicts.length === 0) {
     ctx.onDecision?.('forward', 0);
     return forwarder.forward(req, res, body);
@@ -193,8 +195,8 @@ async function handle(ctx: ProxyContext, forwarder: Forwarder, req: IncomingMess
 
   ctx.onDecision?.(decision.action, decision.status);
   if (decision.action === 'forward') return forwarder.forward(req, res, body);
-  const blocked = decision.verdicts.find((v) => v.kind === 'unidentified' || v.kind === 'ungranted')!;
-  sendError(res, decision.status, blockedError(ctx, blocked, decision.status));
+  const blocked = decision.verdicts.find((v) => v.kind === 'unidentified' || v.kind === 'ungranted' || v.kind === 'unverifiable')!;
+  sendError(res, decision.status, blockedError(ctx, blocked, decision.status), decision.status === 503 ? { 'retry-after': '1' } : undefined);
 }
 
 function anyGated(commands: readonly Command[], policies: PolicySet): boolean {
@@ -223,6 +225,7 @@ function auditDecision(ctx: ProxyContext, decision: Decision, identity: Identity
         remote,
         parameters: Object.fromEntries(v.command.params),
         ...(decision.mode !== 'enforce' ? { mode: decision.mode } : {}),
+        ...(v.kind === 'unverifiable' ? { status: 503, reason: 'state store unavailable', wouldBe: v.seen === 'granted' ? 'task.executed' : 'task.blocked' } : {}),
       }),
     );
   }
@@ -237,6 +240,15 @@ function eventType(v: Verdict, decision: Decision): string | null {
 
 function blockedError(ctx: ProxyContext, v: Verdict, status: number) {
   const task = v.command.name;
+  if (status === 503) {
+    return {
+      code: 'StateUnavailable',
+      message: `${task} is a privileged task (policy ${v.policy.id}) and the shared grant store cannot be reached, so no grant can be trusted (fail closed); try again shortly`,
+      task,
+      policy: v.policy.id,
+      requestUrl: ctx.requestUrl,
+    };
+  }
   if (status === 401) {
     return {
       code: 'AuthenticationRequired',

@@ -157,6 +157,18 @@ describe('decide', () => {
     expect(off).toMatchObject({ action: 'forward', mode: 'disabled' });
   });
 
+  it('when grants cannot be trusted, decisions resting on them answer 503; others are unaffected', () => {
+    const held = decide([cmd('New-JournalRule')], set, eve, grantsFor([grant()]), NOW, false);
+    expect(held).toMatchObject({ action: 'block', status: 503 });
+    expect(held.verdicts[0]).toMatchObject({ kind: 'unverifiable', seen: 'granted' });
+    expect(decide([cmd('New-JournalRule')], set, mallory, grantsFor([]), NOW, false).verdicts[0]).toMatchObject({ kind: 'unverifiable', seen: 'ungranted' });
+    expect(decide([cmd('Get-Mailbox')], set, null, grantsFor([]), NOW, false).action).toBe('forward');
+    expect(decide([cmd('New-JournalRule')], set, null, grantsFor([]), NOW, false).status).toBe(401);
+    const svc: Identity = { user: 'svc@contoso.com', amr: [], expiresAt: null };
+    expect(decide([cmd('New-JournalRule')], set, svc, grantsFor([]), NOW, false).action).toBe('forward');
+    expect(decide([cmd('New-JournalRule'), cmd('Get-Mailbox')], set, null, grantsFor([]), NOW, false).status).toBe(401);
+  });
+
   it('lookup cost does not depend on the number of exact policies', () => {
     const many = new PolicySet(
       policyFileSchema.parse({
