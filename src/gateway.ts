@@ -15,7 +15,7 @@ import { TokenVerifier } from './identity/jwt.js';
 import { createMetrics } from './metrics.js';
 import { PolicySet } from './policy/compile.js';
 import { Forwarder } from './proxy/forward.js';
-import { createProxyServer } from './proxy/server.js';
+import { createProxyServer, listenerLimits } from './proxy/server.js';
 import { watchPolicyFile, type PolicyWatch } from './runtime/policy-watch.js';
 
 export interface GatewayOptions {
@@ -113,6 +113,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       onDecision: metrics.onDecision,
     },
     forwarder,
+    listenerLimits(env),
   );
 
   const app = createControlApp({
