@@ -13,6 +13,7 @@ import { openEmbeddedStore, type RequestStore } from './grants/store.js';
 import { StoreSync } from './grants/sync.js';
 import { TokenVerifier } from './identity/jwt.js';
 import { createMetrics } from './metrics.js';
+import { Mailer } from './notify/mailer.js';
 import { PolicySet } from './policy/compile.js';
 import { Forwarder } from './proxy/forward.js';
 import { createProxyServer, listenerLimits } from './proxy/server.js';
@@ -87,6 +88,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   if (sync) await sync.start();
   else await service.load();
   const storeFresh = sync ? sync.fresh : (): boolean => true;
+  // Read once at start: a change to `notify` takes a restart.
+  const mailer = loaded.config.notify ? new Mailer(loaded.config.notify, () => policies, audit, () => `${requestUrl.replace(/\/api\/requests$/, '')}/ui`, log) : null;
+  if (mailer) service.onCommitted(mailer.onCommitted);
 
   const demo = opts.upstreamUrl ? null : await startDemoUpstream(0, '127.0.0.1');
   const upstreamUrl = opts.upstreamUrl ?? demo!.url;
@@ -197,6 +201,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       await sync?.stop();
       forwarder.close();
       await demo?.close();
+      await mailer?.flush();
+      mailer?.close();
       await audit.close();
       await store.close();
     },

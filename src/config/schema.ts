@@ -64,10 +64,19 @@ const identity = z.strictObject({
     ),
 });
 
+const notify = z.strictObject({
+  /** nodemailer transport URL, e.g. smtp://mail.contoso.com:587 or smtps://user:pass@host */
+  smtp: z.string().regex(/^smtps?:\/\//, 'smtp must be an smtp:// or smtps:// URL'),
+  from: z.string().regex(/^[^@\s]+@[^@\s]+$/, 'from must be an e-mail address'),
+  /** Link to the approver page in mails; default: the control listener's /ui. */
+  uiUrl: z.url().optional(),
+});
+
 export const policyFileSchema = z.strictObject({
   version: z.literal(1),
   settings: settings.prefault({}),
   identity: identity.optional(),
+  notify: notify.optional(),
   groups: z.record(z.string().min(1), z.array(z.string().min(1))).default({}),
   roles: z.record(z.string().min(1), z.array(concreteTask).min(1)).default({}),
   policies: z.array(policy).default([]),
@@ -78,3 +87,4 @@ export type PolicyEntry = PolicyFile['policies'][number];
 export type Settings = PolicyFile['settings'];
 export type ParameterRule = z.infer<typeof parameterRule>;
 export type JwtConfig = NonNullable<PolicyFile['identity']>['jwt'];
+export type NotifyConfig = NonNullable<PolicyFile['notify']>;

@@ -43,6 +43,7 @@ const HOUR = 3_600_000;
 export class AccessService {
   private readonly requests = new Map<string, AccessRequest>();
   private readonly grantsByUser = new Map<string, Grant[]>();
+  private readonly listeners: Array<(req: AccessRequest, events: readonly AuditEvent[]) => void> = [];
 
   constructor(
     private readonly store: RequestStore,
@@ -68,6 +69,11 @@ export class AccessService {
       const mine = known.get(req.id);
       this.remember(mine !== undefined && model.progress(mine) > model.progress(req) ? mine : req);
     }
+  }
+
+  /** Calls `listener` after each change this instance commits (notifications). */
+  onCommitted(listener: (req: AccessRequest, events: readonly AuditEvent[]) => void): void {
+    this.listeners.push(listener);
   }
 
   /** Active grants of a user (hot path: no I/O, no allocation). */
@@ -267,6 +273,7 @@ export class AccessService {
       throw new ServiceError(503, `state store unavailable, the change was not stored: ${reason}`);
     }
     this.remember(req);
+    for (const listener of this.listeners) listener(req, events);
     return this.present(req);
   }
 

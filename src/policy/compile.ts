@@ -90,6 +90,10 @@ export class PolicySet {
     return group != null && (this.groups.get(group)?.has(user) ?? false);
   }
 
+  members(group: string | null | undefined): readonly string[] {
+    return group == null ? [] : [...(this.groups.get(group) ?? [])];
+  }
+
   isAdmin(user: string): boolean {
     return this.isMember(this.settings.adminGroup, user);
   }
