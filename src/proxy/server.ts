@@ -92,6 +92,9 @@ export function createProxyServer(ctx: ProxyContext, forwarder: Forwarder, limit
 /** Request heads refused before any body is read: framing or routing the upstream could read differently. */
 function refuseHead(req: IncomingMessage, limits: ListenerLimits): { status: 400 | 431; message: string } | null {
   if (req.rawHeaders.length / 2 > limits.maxHeaders) return { status: 431, message: `more than ${limits.maxHeaders} header fields` };
+  // A reverse proxy only takes origin-form targets; absolute-form ("http://host%2f…") is where a
+  // URL parser and a path normaliser disagree about where the host ends.
+  if (req.url === undefined || req.url.charCodeAt(0) !== 0x2f) return { status: 400, message: 'the request target must be a path starting with "/"' };
   const aliased = underscoreAlias(req.rawHeaders);
   if (aliased !== null) return { status: 400, message: `header "${aliased}" would read as a framing or routing header on some servers` };
   const te = req.headers['transfer-encoding'];
