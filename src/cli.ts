@@ -9,7 +9,7 @@ import { callApi, CliError, print, type ClientOptions } from './cli/client.js';
 import { explain } from './cli/explain.js';
 import { formatConfigError, loadPolicyFile } from './config/load.js';
 import { ConfigInvalidError, startGateway } from './gateway.js';
-import { PolicySet } from './policy/compile.js';
+import { PolicySet, shadowedRoleTasks } from './policy/compile.js';
 
 const USAGE = `usage: pamgate <command> [options]
 
@@ -75,6 +75,9 @@ async function main(argv: string[]): Promise<number> {
         return 1;
       }
       process.stdout.write(`${file}: ok, ${result.config.policies.length} policies\n`);
+      for (const w of shadowedRoleTasks(new PolicySet(result.config))) {
+        process.stdout.write(`${file}: warning: policy ${w.policy} (role ${w.role}) does not cover ${w.task}: policy ${w.governedBy} governs it (task policies win over roles)\n`);
+      }
       return 0;
     }
     case 'explain': {
@@ -88,6 +91,7 @@ async function main(argv: string[]): Promise<number> {
         } catch {
           throw new CliError('--params must be a JSON object');
         }
+        if (params === null || typeof params !== 'object' || Array.isArray(params)) throw new CliError('--params must be a JSON object');
       }
       process.stdout.write(explain(new PolicySet(result.config), o.user, o.task, params) + '\n');
       return 0;

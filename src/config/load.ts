@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { Document, isMap, isNode, isPair, isScalar, isSeq, LineCounter, parseDocument, visit } from 'yaml';
+import { taskKey } from '../policy/names.js';
 import { policyFileSchema, type PolicyFile } from './schema.js';
 
 /** One problem in a policy file, located for `file:line:col: message` output. */
@@ -82,24 +83,30 @@ function crossCheck(cfg: PolicyFile): { path: PropertyKey[]; message: string }[]
   const seen = new Set<string>();
   for (const name of ['defaultApproverGroup', 'adminGroup'] as const) {
     const group = cfg.settings[name];
-    if (group !== undefined && groups[group] === undefined) {
+    if (group !== undefined && !Object.hasOwn(groups, group)) {
       problems.push({ path: ['settings', name], message: `unknown group "${group}"` });
     }
   }
   if (cfg.settings.defaultDurationHours > cfg.settings.maxDurationHours) {
     problems.push({ path: ['settings', 'defaultDurationHours'], message: 'must not exceed maxDurationHours' });
   }
+  const targets = new Map<string, string>();
   cfg.policies.forEach((p, i) => {
     if (seen.has(p.id)) problems.push({ path: ['policies', i, 'id'], message: `duplicate policy id "${p.id}"` });
     seen.add(p.id);
-    if (p.role !== undefined && cfg.roles[p.role] === undefined) {
+    // Two policies for the same task or role would make which one governs a matter of file order.
+    const target = p.task !== undefined ? `task ${taskKey(p.task)}` : `role ${p.role}`;
+    const other = targets.get(target);
+    if (other !== undefined) problems.push({ path: ['policies', i, p.task !== undefined ? 'task' : 'role'], message: `policy "${other}" already covers ${target}` });
+    else targets.set(target, p.id);
+    if (p.role !== undefined && !Object.hasOwn(cfg.roles, p.role)) {
       problems.push({ path: ['policies', i, 'role'], message: `unknown role "${p.role}"` });
     }
     const group = p.approverGroup ?? cfg.settings.defaultApproverGroup;
     if (p.approval === 'manual') {
       if (group === undefined) {
         problems.push({ path: ['policies', i], message: 'manual policy needs approverGroup (or settings.defaultApproverGroup)' });
-      } else if (groups[group] === undefined) {
+      } else if (!Object.hasOwn(groups, group)) {
         problems.push({ path: ['policies', i, 'approverGroup'], message: `unknown group "${group}"` });
       } else if ((groups[group]?.length ?? 0) < p.approvals) {
         problems.push({ path: ['policies', i, 'approvals'], message: `needs ${p.approvals} approvers but group "${group}" has ${groups[group]?.length ?? 0}` });

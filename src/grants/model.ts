@@ -84,12 +84,32 @@ export function clampDuration(requested: number | undefined, policy: CompiledPol
   return Math.min(requested ?? policies.settings.defaultDurationHours, policy.maxDurationHours);
 }
 
+/**
+ * The approver group and approval count that apply now. A reloaded policy file applies to
+ * requests still pending: the current policy's rule wins over the one recorded at creation.
+ */
+export function approvalRule(req: AccessRequest, policies: PolicySet): { group: string | null; required: number } {
+  const policy = policies.policies.get(req.policy);
+  if (policy === undefined || policy.approval === 'auto') return { group: req.approverGroup, required: req.approvalsRequired };
+  return { group: policy.approverGroup, required: policy.approvals };
+}
+
+/** Members of the request's approver group, now or when it was filed (either may act on a grant's safety: view, revoke). */
+function isApproverOf(req: AccessRequest, user: string, policies: PolicySet): boolean {
+  return policies.isMember(approvalRule(req, policies).group, user) || policies.isMember(req.approverGroup, user);
+}
+
 export function approve(req: AccessRequest, actor: Identity, comment: string | null, policies: PolicySet, now: number): AccessRequest {
   assertPending(req, now);
+  if (!policies.policies.has(req.policy)) throw new TransitionError(409, `policy "${req.policy}" no longer exists; this request can only be denied or canceled`);
   assertMayDecide(req, actor, policies);
+  const { group, required } = approvalRule(req, policies);
+  req = { ...req, approverGroup: group, approvalsRequired: required };
   if (req.approvals.some((a) => a.approver === actor.user)) throw new TransitionError(409, 'you have already approved this request');
   const approvals = [...req.approvals, { approver: actor.user, at: iso(now), comment }];
-  if (approvals.length < req.approvalsRequired) return { ...req, approvals };
+  // Only approvers who are in the group now count: a reload that changes the group discounts the old one's votes.
+  const counted = approvals.filter((a) => policies.isMember(group, a.approver)).length;
+  if (counted < req.approvalsRequired) return { ...req, approvals };
   return {
     ...req,
     approvals,
@@ -114,7 +134,7 @@ export function cancel(req: AccessRequest, actor: Identity, now: number): Access
 }
 
 export function revoke(req: AccessRequest, actor: Identity, comment: string | null, policies: PolicySet, now: number): AccessRequest {
-  if (!policies.isMember(req.approverGroup, actor.user) && !policies.isAdmin(actor.user)) {
+  if (!isApproverOf(req, actor.user, policies) && !policies.isAdmin(actor.user)) {
     throw new TransitionError(403, 'only an approver of this request or an admin may revoke it');
   }
   const status = effectiveStatus(req, now);
@@ -130,7 +150,7 @@ export function expire(req: AccessRequest, now: number): AccessRequest | null {
 
 /** Who may see a request: its requester, its approvers, admins. */
 export function mayView(req: AccessRequest, user: string, policies: PolicySet): boolean {
-  return req.requester === user || policies.isMember(req.approverGroup, user) || policies.isAdmin(user);
+  return req.requester === user || isApproverOf(req, user, policies) || policies.isAdmin(user);
 }
 
 function assertPending(req: AccessRequest, now: number): void {
@@ -140,8 +160,9 @@ function assertPending(req: AccessRequest, now: number): void {
 
 function assertMayDecide(req: AccessRequest, actor: Identity, policies: PolicySet): void {
   if (actor.user === req.requester) throw new TransitionError(403, 'you cannot approve or deny your own request');
-  if (!policies.isMember(req.approverGroup, actor.user)) {
-    throw new TransitionError(403, `only members of approver group "${req.approverGroup ?? '(none)'}" may decide this request`);
+  const { group } = approvalRule(req, policies);
+  if (!policies.isMember(group, actor.user)) {
+    throw new TransitionError(403, `only members of approver group "${group ?? '(none)'}" may decide this request`);
   }
   const policy = policies.policies.get(req.policy);
   if (policy?.requireMfa && !actor.amr.includes('mfa')) throw new TransitionError(403, 'this policy requires an MFA-authenticated token (amr must contain "mfa")');

@@ -307,7 +307,10 @@ function resolveTarget(input: CreateRequestInput, policies: PolicySet): { policy
     const policy = policies.policyForRole(input.role);
     const tasks = policies.roleTasks(input.role);
     if (!policy || !tasks) throw new ServiceError(400, `no policy covers role "${input.role}"`, 'role');
-    return { policy, tasks: [...tasks] };
+    // Tasks with a policy of their own are governed by it, not by the role: the grant leaves them out.
+    const governed = tasks.filter((t) => policies.policiesFor(t)?.includes(policy) ?? false);
+    if (governed.length === 0) throw new ServiceError(400, `every task of role "${input.role}" has a policy of its own; request those tasks directly`, 'role');
+    return { policy, tasks: governed };
   }
   throw new ServiceError(400, 'give exactly one of task or role', 'task');
 }

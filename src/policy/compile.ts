@@ -49,14 +49,19 @@ export class PolicySet {
       if (policy.glob) this.globs.push(policy);
       for (const key of policy.taskKeys) {
         const list = this.exact.get(key);
-        if (list) list.push(policy);
-        else this.exact.set(key, [policy]);
+        if (list === undefined) this.exact.set(key, [policy]);
+        else if (tier(list[0]!) === tier(policy)) list.push(policy);
+        // else a more specific policy (a task policy over a role) already governs this task
       }
     }
     this.policies = byId;
   }
 
-  /** Policies covering a task key; exact names and roles win over globs. */
+  /**
+   * The policies governing a task key: those of the most specific tier that names it —
+   * a task policy, else role policies, else globs. A grant counts only under one of these,
+   * so a lenient role policy never overrides a stricter policy written for the task itself.
+   */
   policiesFor(key: string): readonly CompiledPolicy[] | null {
     const exact = this.exact.get(key);
     if (exact) return exact;
@@ -124,6 +129,23 @@ export class PolicySet {
       paramRules: compileParamRules(entry.parameters),
     };
   }
+}
+
+function tier(p: CompiledPolicy): number {
+  return p.role !== null ? 1 : 0;
+}
+
+/** Tasks of role policies that a more specific policy governs instead (for `pamgate check`). */
+export function shadowedRoleTasks(set: PolicySet): { policy: string; role: string; task: string; governedBy: string }[] {
+  const out: { policy: string; role: string; task: string; governedBy: string }[] = [];
+  for (const p of set.policies.values()) {
+    if (p.role === null) continue;
+    for (const key of p.taskKeys) {
+      const governing = set.policiesFor(key) ?? [];
+      if (!governing.includes(p)) out.push({ policy: p.id, role: p.role, task: key, governedBy: governing.map((g) => g.id).join(', ') });
+    }
+  }
+  return out;
 }
 
 function rank(p: PolicyEntry): number {

@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Logger } from 'pino';
 import type { AuditEvent } from '../audit/log.js';
 import { classifyExchange } from '../classify/exchange.js';
+import { isGateableTarget } from '../classify/path.js';
 import type { TokenVerifier } from '../identity/jwt.js';
 import type { PolicySet } from '../policy/compile.js';
 import { decide, type Command, type Decision, type Grant, type Identity, type Verdict } from '../policy/decide.js';
@@ -58,7 +59,7 @@ export function createProxyServer(ctx: ProxyContext, forwarder: Forwarder, limit
       req.resume();
       return;
     }
-    readBody(req, res, ctx.policies().settings.maxBodyBytes, (body) => {
+    readBody(ctx, req, res, ctx.policies().settings.maxBodyBytes, (body) => {
       handle(ctx, forwarder, req, res, body).catch((err: unknown) => {
         ctx.log.error({ err }, 'proxy handler failed');
         ctx.onDecision?.('error', 500);
@@ -82,7 +83,7 @@ export function createProxyServer(ctx: ProxyContext, forwarder: Forwarder, limit
   // Answer an over-limit declared body before the client sends it; otherwise continue as usual.
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
     const limit = ctx.policies().settings.maxBodyBytes;
-    if (Number(req.headers['content-length']) > limit) return tooLarge(req, res, limit);
+    if (Number(req.headers['content-length']) > limit) return tooLarge(ctx, req, res, limit);
     res.writeContinue();
     onRequest(req, res);
   });
@@ -119,9 +120,9 @@ function underscoreAlias(raw: readonly string[]): string | null {
 }
 
 /** Buffers the body up to `limit` bytes; over it, answers 413 and never forwards. */
-function readBody(req: IncomingMessage, res: ServerResponse, limit: number, done: (body: Buffer) => void): void {
+function readBody(ctx: ProxyContext, req: IncomingMessage, res: ServerResponse, limit: number, done: (body: Buffer) => void): void {
   const declared = Number(req.headers['content-length']);
-  if (declared > limit) return tooLarge(req, res, limit);
+  if (declared > limit) return tooLarge(ctx, req, res, limit);
   const chunks: Buffer[] = [];
   let size = 0;
   req.on('data', (chunk: Buffer) => {
@@ -129,7 +130,7 @@ function readBody(req: IncomingMessage, res: ServerResponse, limit: number, done
     if (size > limit) {
       req.removeAllListeners('data');
       req.removeAllListeners('end');
-      tooLarge(req, res, limit);
+      tooLarge(ctx, req, res, limit);
       return;
     }
     chunks.push(chunk);
@@ -138,10 +139,15 @@ function readBody(req: IncomingMessage, res: ServerResponse, limit: number, done
   req.on('error', () => res.destroy());
 }
 
-function tooLarge(req: IncomingMessage, res: ServerResponse, limit: number): void {
-  sendError(res, 413, { code: 'RequestTooLarge', message: `request body exceeds ${limit} bytes; it was not forwarded` }, { connection: 'close' });
+/** Answers 413 (never forwarded); on a command route the refusal is audited first. */
+function tooLarge(ctx: ProxyContext, req: IncomingMessage, res: ServerResponse, limit: number): void {
   req.resume();
   res.on('finish', () => req.socket.destroySoon());
+  const answer = (): void => sendError(res, 413, { code: 'RequestTooLarge', message: `request body exceeds ${limit} bytes; it was not forwarded` }, { connection: 'close' });
+  const url = req.url ?? '/';
+  if (!isGateableTarget(url)) return answer();
+  ctx.onDecision?.('reject', 413);
+  void auditReject(ctx, req.socket.remoteAddress ?? null, url, `request body exceeds ${limit} bytes`, false).then((recorded) => (recorded ? answer() : auditUnavailable(ctx, res)));
 }
 
 
@@ -174,9 +180,14 @@ async function handle(ctx: ProxyContext, forwarder: Forwarder, req: IncomingMess
   }
   const remote = req.socket.remoteAddress ?? null;
   if (classified.kind === 'reject') {
+    const disabled = !policies.settings.enabled;
+    const recorded = await auditReject(ctx, remote, head.url, classified.message, disabled);
+    if (disabled && recorded) {
+      ctx.onDecision?.('forward', 0);
+      return forwarder.forward(req, res, body);
+    }
+    if (!recorded) return auditUnavailable(ctx, res);
     ctx.onDecision?.('reject', classified.status);
-    // A block is a block even if the audit cannot record it.
-    await ctx.audit.append({ type: 'task.blocked', actor: null, task: null, policy: null, requestId: null, remote, reason: classified.message, path: head.url }).catch(() => undefined);
     return sendError(res, classified.status, { code: classified.status === 413 ? 'RequestTooLarge' : 'BadRequest', message: `${classified.message}; the request was not forwarded` });
   }
 
@@ -192,14 +203,30 @@ async function handle(ctx: ProxyContext, forwarder: Forwarder, req: IncomingMess
     await auditDecision(ctx, decision, identity, remote);
   } catch (err) {
     ctx.log.error({ err }, 'audit write failed; gated request refused');
-    ctx.onDecision?.('error', 503);
-    return sendError(res, 503, { code: 'AuditUnavailable', message: 'the audit log cannot be written, so gated tasks are refused (fail closed); try again later' }, { 'retry-after': '5' });
+    return auditUnavailable(ctx, res);
   }
 
   ctx.onDecision?.(decision.action, decision.status);
   if (decision.action === 'forward') return forwarder.forward(req, res, body);
   const blocked = decision.verdicts.find((v) => v.kind === 'unidentified' || v.kind === 'ungranted' || v.kind === 'unverifiable')!;
   sendError(res, decision.status, blockedError(ctx, blocked, decision.status), decision.status === 503 ? { 'retry-after': '1' } : undefined);
+}
+
+/** Records an unreadable request on a command route; false when the audit file cannot take it. */
+function auditReject(ctx: ProxyContext, remote: string | null, path: string, reason: string, disabled: boolean): Promise<boolean> {
+  const event = { type: disabled ? 'task.reported' : 'task.blocked', actor: null, task: null, policy: null, requestId: null, remote, reason, path: path.slice(0, 2048), ...(disabled ? { mode: 'disabled' } : {}) };
+  return ctx.audit.append(event).then(
+    () => true,
+    (err: unknown) => {
+      ctx.log.error({ err }, 'audit write failed; request refused');
+      return false;
+    },
+  );
+}
+
+function auditUnavailable(ctx: ProxyContext, res: ServerResponse): void {
+  ctx.onDecision?.('error', 503);
+  sendError(res, 503, { code: 'AuditUnavailable', message: 'the audit log cannot be written, so gated tasks are refused (fail closed); try again later' }, { 'retry-after': '5' });
 }
 
 function anyGated(commands: readonly Command[], policies: PolicySet): boolean {

@@ -88,6 +88,35 @@ policies:
     expect(msgs).toMatch(/p\.yaml:18:\d+: .*invalid pattern/);
   });
 
+  it('two policies for the same task (any spelling) or role are an error; group names are not object keys', () => {
+    const text = `version: 1
+groups:
+  approvers: [alice@contoso.com]
+roles:
+  R: [Set-Thing]
+policies:
+  - id: a
+    task: New-Thing
+    approverGroup: approvers
+  - id: b
+    task: NEW-THING
+    approverGroup: approvers
+  - id: c
+    role: R
+    approverGroup: approvers
+  - id: d
+    role: R
+    approverGroup: constructor
+`;
+    const r = parsePolicyText(text, 'p.yaml', {});
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    const msgs = r.errors.map(formatConfigError).join('\n');
+    expect(msgs).toMatch(/p\.yaml:11:11: policies\[1\]\.task: policy "a" already covers task new-thing/);
+    expect(msgs).toMatch(/p\.yaml:17:11: policies\[3\]\.role: policy "c" already covers role R/);
+    expect(msgs).toMatch(/unknown group "constructor"/);
+  });
+
   it('needs exactly one of task or role', () => {
     const r = parsePolicyText(base.replace('    task: New-JournalRule\n', '    task: A\n    role: B\n'), 'p.yaml', {});
     expect(r.ok).toBe(false);

@@ -15,6 +15,7 @@ const set = new PolicySet(
     policies: [
       { id: 'p', task: 'New-Thing', maxDurationHours: 8 },
       { id: 'mfa', task: 'Set-Thing', requireMfa: true },
+      { id: 'two', task: 'Remove-Thing', approvals: 2 },
     ],
   }),
 );
@@ -72,7 +73,7 @@ describe('request state machine', () => {
   });
 
   it('approvals: 2 needs two distinct approvers', () => {
-    const once = model.approve(pending({ approvalsRequired: 2 }), who('alice@c.com'), null, set, NOW);
+    const once = model.approve(pending({ policy: 'two', approvalsRequired: 2 }), who('alice@c.com'), null, set, NOW);
     expect(once.status).toBe('pending');
     refused(() => model.approve(once, who('alice@c.com'), null, set, NOW), 409);
     const twice = model.approve(once, who('bob@c.com'), null, set, NOW);
@@ -120,6 +121,32 @@ describe('request state machine', () => {
     const req = pending({ policy: 'mfa' });
     refused(() => model.approve(req, who('alice@c.com', ['pwd']), null, set, NOW), 403);
     expect(model.approve(req, who('alice@c.com', ['pwd', 'mfa']), null, set, NOW).status).toBe('approved');
+  });
+
+  it('a reloaded policy applies to pending requests: its current group and approval count decide', () => {
+    const reloaded = new PolicySet(
+      policyFileSchema.parse({
+        version: 1,
+        settings: { defaultApproverGroup: 'approvers', adminGroup: 'admins' },
+        groups: { approvers: ['alice@c.com', 'bob@c.com'], officers: ['carol@c.com', 'dave@c.com'], admins: ['root@c.com'] },
+        policies: [{ id: 'p', task: 'New-Thing', approverGroup: 'officers', approvals: 2 }],
+      }),
+    );
+    expect(model.approve(pending(), who('alice@c.com'), null, set, NOW).status).toBe('approved'); // under the old file
+    refused(() => model.approve(pending(), who('alice@c.com'), null, reloaded, NOW), 403);
+    const one = model.approve(pending(), who('carol@c.com'), null, reloaded, NOW);
+    expect(one).toMatchObject({ status: 'pending', approverGroup: 'officers', approvalsRequired: 2 });
+    expect(model.approve(one, who('dave@c.com'), null, reloaded, NOW).status).toBe('approved');
+    expect(model.mayView(pending(), 'carol@c.com', reloaded)).toBe(true);
+    // an approval given by someone who has since left the group no longer counts
+    const stale = pending({ approvalsRequired: 2, approvals: [{ approver: 'alice@c.com', at: new Date(NOW).toISOString(), comment: null }] });
+    expect(model.approve(stale, who('carol@c.com'), null, reloaded, NOW).status).toBe('pending');
+  });
+
+  it('a request whose policy was removed can be denied or canceled, not approved', () => {
+    const gone = new PolicySet(policyFileSchema.parse({ version: 1, settings: { defaultApproverGroup: 'approvers' }, groups: { approvers: ['alice@c.com'] }, policies: [] }));
+    refused(() => model.approve(pending(), who('alice@c.com'), null, gone, NOW), 409);
+    expect(model.deny(pending(), who('alice@c.com'), null, gone, NOW).status).toBe('denied');
   });
 
   it('duration is clamped to the policy and global maximum', () => {

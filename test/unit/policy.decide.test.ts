@@ -88,11 +88,17 @@ describe('decide', () => {
     expect(d.action).toBe('block');
   });
 
-  it('a role grant covers every task of the role', () => {
-    const roleGrant = grant({ policyId: 'journaling', taskKeys: new Set(['new-journalrule', 'set-journalrule']) });
-    expect(decide([cmd('New-JournalRule')], set, eve, grantsFor([roleGrant]), NOW).action).toBe('forward');
+  it('a role grant covers the tasks of the role that the role policy governs', () => {
+    const roleGrant = grant({ policyId: 'journaling', taskKeys: new Set(['set-journalrule']) });
     expect(decide([cmd('Set-JournalRule')], set, eve, grantsFor([roleGrant]), NOW).action).toBe('forward');
     expect(decide([cmd('Remove-JournalRule')], set, eve, grantsFor([roleGrant]), NOW).action).toBe('block');
+  });
+
+  it('a task policy governs its task: a role grant never overrides it, even if it lists the task', () => {
+    expect(set.policiesFor('new-journalrule')!.map((p) => p.id)).toEqual(['journal']);
+    const roleGrant = grant({ policyId: 'journaling', taskKeys: new Set(['new-journalrule', 'set-journalrule']) });
+    expect(decide([cmd('New-JournalRule')], set, eve, grantsFor([roleGrant]), NOW)).toMatchObject({ action: 'block', status: 403 });
+    expect(decide([cmd('New-JournalRule')], set, eve, grantsFor([roleGrant]), NOW).verdicts[0]!.policy.id).toBe('journal');
   });
 
   it('a grant under a policy that no longer covers the task does not count', () => {
