@@ -1,4 +1,6 @@
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { Document, isMap, isNode, isPair, isScalar, isSeq, LineCounter, parseDocument, visit } from 'yaml';
 import { taskKey } from '../policy/names.js';
 import { policyFileSchema, type PolicyFile } from './schema.js';
@@ -51,6 +53,13 @@ export function parsePolicyText(text: string, file: string, env: NodeJS.ProcessE
     }
   } else {
     for (const e of crossCheck(parsed.data)) errors.push(at(offsetOf(doc, e.path), `${pathText(e.path)}: ${e.message}`));
+    const jwt = parsed.data.identity?.jwt;
+    if (jwt?.jwksFile !== undefined) {
+      // Relative to the policy file, so the gateway reads the same file wherever it is started.
+      jwt.jwksFile = resolve(dirname(file), jwt.jwksFile);
+      const problem = jwksFileProblem(jwt.jwksFile);
+      if (problem !== null) errors.push(at(offsetOf(doc, ['identity', 'jwt', 'jwksFile']), `identity.jwt.jwksFile: ${problem}`));
+    }
   }
   if (errors.length > 0) return { ok: false, errors };
   if (!parsed.success) throw new Error('unreachable');
@@ -122,6 +131,21 @@ function crossCheck(cfg: PolicyFile): { path: PropertyKey[]; message: string }[]
     }
   });
   return problems;
+}
+
+/** Why a JWKS file cannot serve as the token key set, or null if it can. */
+function jwksFileProblem(path: string): string | null {
+  let set: unknown;
+  try {
+    set = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    return `cannot read ${path} as JSON: ${(err as Error).message}`;
+  }
+  const keys = (set as { keys?: unknown } | null)?.keys;
+  if (!Array.isArray(keys) || keys.length === 0) return `${path} is not a JWKS (no "keys" array)`;
+  if (keys.some((k) => typeof (k as { kty?: unknown } | null)?.kty !== 'string')) return `${path}: every key needs a "kty"`;
+  if (keys.some((k) => 'd' in (k as object))) return `${path} holds a private key; give the gateway public keys only`;
+  return null;
 }
 
 /** Finds the source offset of the deepest existing node along a zod issue path. */

@@ -1,3 +1,6 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { formatConfigError, parsePolicyText } from '../../src/config/load.js';
 
@@ -130,6 +133,21 @@ policies:
     expect(bad.ok).toBe(false);
     if (bad.ok) return;
     expect(bad.errors.map(formatConfigError)).toEqual(['p.yaml:11:13: environment variable SECRET_X is not set']);
+  });
+
+  it('checks identity.jwt.jwksFile at load, relative to the policy file, naming its line', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pamgate-jwks-'));
+    const withJwks = (file: string) => base + `identity:\n  jwt:\n    jwksFile: ${file}\n`;
+    writeFileSync(join(dir, 'good.json'), JSON.stringify({ keys: [{ kty: 'EC', crv: 'P-256', x: 'x', y: 'y' }] }));
+    writeFileSync(join(dir, 'private.json'), JSON.stringify({ keys: [{ kty: 'EC', crv: 'P-256', x: 'x', y: 'y', d: 'secret' }] }));
+    writeFileSync(join(dir, 'junk.json'), 'not json');
+    const good = parsePolicyText(withJwks('good.json'), join(dir, 'p.yaml'), {});
+    expect(good.ok && good.config.identity?.jwt.jwksFile).toBe(join(dir, 'good.json'));
+    for (const [file, message] of [['missing.json', /cannot read/], ['junk.json', /cannot read .* as JSON/], ['private.json', /.*holds a private key/]] as const) {
+      const r = parsePolicyText(withJwks(file), join(dir, 'p.yaml'), {});
+      expect(r.ok).toBe(false);
+      if (!r.ok) expect(formatConfigError(r.errors[0]!)).toMatch(new RegExp(`p\\.yaml:11:15: identity\\.jwt\\.jwksFile: ${message.source}`));
+    }
   });
 
   it('rejects duplicate YAML keys', () => {
