@@ -46,6 +46,8 @@ const settings = z.strictObject({
   maxDurationHours: hours.default(24),
   pendingExpiryHours: hours.default(24),
   maxBodyBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+  /** Pending requests one user may have open at once (429 beyond). */
+  maxPendingPerUser: z.number().int().min(1).max(10_000).default(20),
 });
 
 const identity = z.strictObject({

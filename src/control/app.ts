@@ -27,7 +27,7 @@ type Env = { Variables: { identity: Identity } };
 
 class HttpError extends Error {
   constructor(
-    readonly status: 400 | 401 | 403 | 404 | 409 | 413 | 503,
+    readonly status: 400 | 401 | 403 | 404 | 409 | 413 | 429 | 503,
     message: string,
     readonly field?: string,
   ) {
@@ -35,7 +35,7 @@ class HttpError extends Error {
   }
 }
 
-const CODES: Record<number, string> = { 400: 'BadRequest', 401: 'AuthenticationRequired', 403: 'Forbidden', 404: 'NotFound', 409: 'Conflict', 413: 'RequestTooLarge', 503: 'Unavailable' };
+const CODES: Record<number, string> = { 400: 'BadRequest', 401: 'AuthenticationRequired', 403: 'Forbidden', 404: 'NotFound', 409: 'Conflict', 413: 'RequestTooLarge', 429: 'TooManyRequests', 503: 'Unavailable' };
 
 export function createControlApp(ctx: ControlContext): Hono<Env> {
   const app = new Hono<Env>();

@@ -28,6 +28,7 @@ const errors = Object.fromEntries(
     ['403', 'not allowed'],
     ['404', 'unknown id'],
     ['409', 'wrong state'],
+    ['429', 'too many pending requests of this user'],
   ].map(([code, description]) => [code, { description, content: { 'application/json': { schema: error } } }]),
 );
 const ok = (description: string, schema: object) => ({ description, content: { 'application/json': { schema } } });

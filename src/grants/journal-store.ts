@@ -1,5 +1,8 @@
 import { EventEmitter } from 'node:events';
-import { open, readFile, rename, type FileHandle } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { open, rename, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { createInterface } from 'node:readline';
 import type { KeyvStoreAdapter } from 'keyv';
 
 type JournalLine = { k: string; v: unknown } | { k: string; d: 1 } | { clear: 1 };
@@ -26,25 +29,7 @@ export class JournalStore extends EventEmitter implements KeyvStoreAdapter {
   }
 
   static async open(file: string): Promise<JournalStore> {
-    const data = new Map<string, unknown>();
-    let text = '';
-    try {
-      text = await readFile(file, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
-    for (const line of text.split('\n')) {
-      if (line === '') continue;
-      let entry: JournalLine;
-      try {
-        entry = JSON.parse(line) as JournalLine;
-      } catch {
-        continue; // torn tail from a crash: never acknowledged
-      }
-      if ('clear' in entry) data.clear();
-      else if ('d' in entry) data.delete(entry.k);
-      else data.set(entry.k, entry.v);
-    }
+    const data = await replay(file);
     await compact(file, data);
     return new JournalStore(file, await open(file, 'a'), data);
   }
@@ -98,16 +83,72 @@ export class JournalStore extends EventEmitter implements KeyvStoreAdapter {
   }
 }
 
+/**
+ * Reads the journal line by line (a stream, never the whole file as one string: a journal can be
+ * larger than the longest string V8 can hold) and applies each line in order.
+ */
+async function replay(file: string): Promise<Map<string, unknown>> {
+  const data = new Map<string, unknown>();
+  const stream = createReadStream(file, { encoding: 'utf8' });
+  const opened = new Promise<boolean>((resolve, reject) => {
+    stream.once('open', () => resolve(true));
+    stream.once('error', (err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? resolve(false) : reject(err)));
+  });
+  if (!(await opened)) return data;
+  const lines = createInterface({ input: stream, crlfDelay: Infinity });
+  for await (const line of lines) {
+    if (line === '') continue;
+    let entry: JournalLine;
+    try {
+      entry = JSON.parse(line) as JournalLine;
+    } catch {
+      continue; // torn tail from a crash: never acknowledged
+    }
+    if ('clear' in entry) data.clear();
+    else if ('d' in entry) data.delete(entry.k);
+    else data.set(entry.k, entry.v);
+  }
+  return data;
+}
+
+/** Bytes gathered before each write while compacting: bounded memory, few syscalls. */
+const COMPACT_CHUNK = 1 << 20;
+
+/**
+ * Rewrites the journal as one line per live key: written in chunks to a temp file, fsync'ed,
+ * renamed over the journal, and the directory fsync'ed so the rename itself survives power loss.
+ */
 async function compact(file: string, data: Map<string, unknown>): Promise<void> {
   const tmp = `${file}.tmp`;
   const fh = await open(tmp, 'w');
   try {
-    let out = '';
-    for (const [k, v] of data) out += JSON.stringify({ k, v }) + '\n';
-    await fh.write(out);
+    let chunk: string[] = [];
+    let size = 0;
+    for (const [k, v] of data) {
+      const line = JSON.stringify({ k, v }) + '\n';
+      chunk.push(line);
+      size += line.length;
+      if (size >= COMPACT_CHUNK) {
+        await fh.writeFile(chunk.join('')); // writeFile: loops until every byte is written
+        chunk = [];
+        size = 0;
+      }
+    }
+    if (chunk.length > 0) await fh.writeFile(chunk.join(''));
     await fh.sync();
   } finally {
     await fh.close();
   }
   await rename(tmp, file);
+  await syncDir(dirname(file));
+}
+
+/** fsync a directory, making a rename or create in it durable. */
+export async function syncDir(dir: string): Promise<void> {
+  const dh = await open(dir, 'r');
+  try {
+    await dh.sync();
+  } finally {
+    await dh.close();
+  }
 }

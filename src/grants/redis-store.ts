@@ -4,7 +4,7 @@ import KeyvRedis, { Keyv, createClient } from '@keyv/redis';
 import type { Logger } from 'pino';
 import type { AccessRequest } from './model.js';
 import { COMMIT, RELEASE, SINCE } from './redis-scripts.js';
-import type { ChangeFeed, LockedPut, RequestStore } from './store.js';
+import type { ChangeFeed, FeedPosition, LockedPut, RequestStore } from './store.js';
 
 export interface RedisStoreOptions {
   log: Logger;
@@ -25,6 +25,7 @@ const K = {
   changes: `${NS}:changes`,
   version: `${NS}:version`,
   epoch: `${NS}:epoch`,
+  log: `${NS}:log`,
   lock: (id: string): string => `${NS}:lock:${id}`,
   channel: `${NS}:changed`,
 };
@@ -63,16 +64,31 @@ export async function openRedisStore(url: string, opts: RedisStoreOptions): Prom
   if (serialize === undefined) throw new Error('keyv has no serializer');
   const keyOf = (id: string): string => adapter.createKeyPrefix(REQ + id, NS);
 
+  // The newest commit this instance made itself. Until the sync has followed the feed past it, every
+  // read of the feed also checks that it is still in Redis's history: a Redis restored from an
+  // older snapshot right after our commit (before our own sync saw it) must not go unnoticed.
+  let own: { version: number; token: string } | null = null;
+
   const commit = async (req: AccessRequest, lock: { key: string; token: string } | null): Promise<void> => {
     const value = await serialize({ value: req, expires: undefined });
-    const keys = [keyOf(req.id), K.changes, K.version, K.epoch, lock?.key ?? K.lock(req.id)];
-    const args = [value, req.id, lock?.token ?? '', randomUUID(), K.channel];
-    await withTimeout(client.eval(COMMIT, { keys, arguments: args }), COMMIT_TIMEOUT_MS, 'redis commit');
+    const token = randomUUID();
+    const keys = [keyOf(req.id), K.changes, K.version, K.epoch, lock?.key ?? K.lock(req.id), K.log];
+    const args = [value, req.id, lock?.token ?? '', randomUUID(), K.channel, token];
+    const version = Number(await withTimeout(client.eval(COMMIT, { keys, arguments: args }), COMMIT_TIMEOUT_MS, 'redis commit'));
+    if (own === null || version > own.version) own = { version, token };
   };
 
-  const since = async (version: number): Promise<{ epoch: string; version: number; ids: string[] }> => {
-    const reply = (await client.eval(SINCE, { keys: [K.changes, K.version, K.epoch], arguments: [String(version), randomUUID()] })) as [string, string, string[]];
-    return { epoch: reply[0], version: Number(reply[1]), ids: reply[2] };
+  const since = async (version: number, head = ''): Promise<FeedPosition & { intact: boolean; ids: string[] }> => {
+    const checks = version > 0 ? [String(version), head] : [];
+    const mine = own;
+    if (mine !== null && mine.version > version) checks.push(String(mine.version), mine.token);
+    const reply = (await client.eval(SINCE, { keys: [K.changes, K.version, K.epoch, K.log], arguments: [String(version), randomUUID(), ...checks] })) as [string, string, string, number, string[]];
+    const at = { epoch: reply[0], version: Number(reply[1]), head: reply[2], intact: reply[3] === 1, ids: reply[4] };
+    // A full read (snapshot) that finds our commit gone: the reader now takes Redis as it is, so
+    // stop checking for it (else every later read would report lost history again). Once the
+    // reader's own position reaches our commit, the check above stops by itself.
+    if (version === 0 && !at.intact && own === mine) own = null;
+    return at;
   };
 
   const getMany = async (ids: string[]): Promise<AccessRequest[]> => {
@@ -97,8 +113,8 @@ export async function openRedisStore(url: string, opts: RedisStoreOptions): Prom
 
   const changes: ChangeFeed = {
     async snapshot() {
-      const head = await since(0);
-      return { epoch: head.epoch, version: head.version, requests: await getMany(head.ids) };
+      const at = await since(0);
+      return { epoch: at.epoch, version: at.version, head: at.head, requests: await getMany(at.ids) };
     },
     since,
     connected: () => client.isReady,

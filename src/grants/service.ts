@@ -24,7 +24,7 @@ export interface CreateRequestInput {
 /** A refusal the control API turns into an HTTP status. */
 export class ServiceError extends Error {
   constructor(
-    readonly status: 400 | 403 | 404 | 409 | 503,
+    readonly status: 400 | 403 | 404 | 409 | 429 | 503,
     message: string,
     readonly field?: string,
   ) {
@@ -33,8 +33,9 @@ export class ServiceError extends Error {
 }
 
 const EMPTY: readonly Grant[] = Object.freeze([]);
+/** Revoked, expired, denied or canceled: no way back to a grant. */
+const isEnded = (req: AccessRequest): boolean => req.status !== 'pending' && req.status !== 'approved';
 const HOUR = 3_600_000;
-
 /**
  * Owns the access-request lifecycle. Every change is audited (durably) first, stored
  * second, and only then visible to the proxy through `grantsOf`, which is a plain
@@ -57,17 +58,51 @@ export class AccessService {
   }
 
   /**
-   * Makes `requests` the whole known state, swapped in one step (no moment with an empty index).
-   * A request already known further along its lifecycle keeps that copy: a revocation seen here
-   * is never undone by an older read.
+   * Makes `requests` (a full read of the store) the whole known state, swapped in one step (no
+   * moment with an empty index). Called on first load and when the store lost its history, so the
+   * store is the truth: a request it no longer has is forgotten, and one it has at an earlier stage
+   * (an approval lost with the history) is taken as the store has it — a grant survives only if
+   * the store still says approved. Fail closed the other way too: a request this instance has
+   * seen ended (revoked, expired, denied, canceled) stays ended even if the store has it open.
+   * Returns those ended copies, for `reassert`.
    */
-  replace(requests: AccessRequest[]): void {
+  replace(requests: AccessRequest[]): AccessRequest[] {
     const known = new Map(this.requests);
     this.requests.clear();
     this.grantsByUser.clear();
+    const ahead: AccessRequest[] = [];
     for (const req of requests) {
       const mine = known.get(req.id);
-      this.remember(mine !== undefined && model.progress(mine) > model.progress(req) ? mine : req);
+      if (mine !== undefined && isEnded(mine) && !isEnded(req)) {
+        this.remember(mine);
+        ahead.push(mine);
+      } else {
+        this.remember(req);
+      }
+    }
+    return ahead;
+  }
+
+  /**
+   * After the store lost history: writes each ended copy this instance holds back over the
+   * store's open copy (under the request's lock, audited as `request.reasserted`), so that no
+   * instance — nor one started later — trusts a grant that was revoked or expired.
+   */
+  async reassert(ended: AccessRequest[], attempts = 3, retryMs = 500): Promise<void> {
+    for (const mine of ended) {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.transition(mine.id, null, (current) => {
+            if (isEnded(current)) throw new model.TransitionError(409, 'already ended in the store');
+            return [mine, this.event('request.reasserted', null, mine, null, { status: mine.status, storeStatus: current.status })];
+          });
+          break;
+        } catch (err) {
+          if (err instanceof ServiceError && err.status !== 503) break; // ended meanwhile, or gone from the store
+          if (attempt >= attempts) throw err;
+          await new Promise((r) => setTimeout(r, retryMs));
+        }
+      }
     }
   }
 
@@ -98,6 +133,7 @@ export class AccessService {
   }
 
   async create(actor: Identity, input: CreateRequestInput, remote: string | null): Promise<AccessRequest> {
+    this.assertPendingBelowCap(actor.user);
     const policies = this.policies();
     const { policy, tasks } = resolveTarget(input, policies);
     if (policy.requireReason && !input.reason?.trim()) throw new ServiceError(400, `policy "${policy.id}" requires a reason`, 'reason');
@@ -216,6 +252,21 @@ export class AccessService {
       );
     }
     return expired;
+  }
+
+  /**
+   * Every request is kept (memory, store, journal) for good, so one user must not be able to pile
+   * them up: a new request is refused (429) while the user already has the maximum pending.
+   * Counted on this instance's view; concurrent creates can overshoot by their number.
+   */
+  private assertPendingBelowCap(user: string): void {
+    const cap = this.policies().settings.maxPendingPerUser;
+    const now = this.now();
+    let pending = 0;
+    for (const req of this.requests.values()) if (req.requester === user && model.effectiveStatus(req, now) === 'pending') pending++;
+    if (pending >= cap) {
+      throw new ServiceError(429, `you already have ${pending} pending requests, the most one user may have (${cap}): wait for them to be decided, or cancel those you no longer need, then ask again`);
+    }
   }
 
   private present(req: AccessRequest): AccessRequest {

@@ -29,12 +29,27 @@ export interface RequestStore {
   readonly changes?: ChangeFeed;
 }
 
+/** Where a reader stands in a shared store's history. */
+export interface FeedPosition {
+  /** Random id of the store's history; a new one means the store lost its data. */
+  epoch: string;
+  /** The newest commit. */
+  version: number;
+  /** Random token of the commit at `version` ('' when there is none or it predates the log). */
+  head: string;
+}
+
 /** A shared store's record of commits, so each instance can follow the others. */
 export interface ChangeFeed {
   /** Every request, with the feed position it is at least as new as. */
-  snapshot(): Promise<{ epoch: string; version: number; requests: AccessRequest[] }>;
-  /** Ids committed after `version`, and the newest version. A new `epoch` means the store lost its history: reload. */
-  since(version: number): Promise<{ epoch: string; version: number; ids: string[] }>;
+  snapshot(): Promise<FeedPosition & { requests: AccessRequest[] }>;
+  /**
+   * Ids committed after `version`, and the newest position. A new `epoch` means the store lost its
+   * data; `intact: false` means it went back in its history (restored from an older snapshot,
+   * failed over to a lagging replica): the commit at `version` with token `head`, or a commit this
+   * instance made itself, is no longer there. Either way: reload everything.
+   */
+  since(version: number, head?: string): Promise<FeedPosition & { intact: boolean; ids: string[] }>;
   /** Calls `hint` whenever some instance announces a commit. Best effort: messages can be lost. */
   subscribe(hint: (id: string) => void): Promise<void>;
   /** Whether the connection is up right now, as the client's own events tell it (no I/O). */

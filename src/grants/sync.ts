@@ -5,10 +5,16 @@ import type { ChangeFeed } from './store.js';
 
 /** What the sync needs of the service. */
 export interface SyncTarget {
-  /** Replaces everything known (first load, or the store lost its history). */
-  replace(requests: AccessRequest[]): void;
+  /**
+   * Replaces everything known (first load, or the store lost its history) with what the store
+   * holds, except that a request this instance has seen ended (revoked, expired, denied,
+   * canceled) stays ended. Returns those ended copies the store has as still open.
+   */
+  replace(requests: AccessRequest[]): AccessRequest[] | void;
   /** Re-reads one request from the store. */
   refresh(id: string): Promise<void>;
+  /** Writes ended copies back over the store's open ones (after lost history), so every instance ends them too. */
+  reassert?(requests: AccessRequest[]): Promise<void>;
 }
 
 export interface SyncOptions {
@@ -26,7 +32,10 @@ export const DEFAULT_STALE_MS = 1_000;
  * Keeps this instance's in-memory view in step with a shared store. A pub/sub announcement
  * triggers an immediate sync; a poll every `intervalMs` catches whatever pub/sub dropped. Each
  * sync reads the ids committed since the last one, so announcements and polls share one ordered
- * path and nothing is applied twice.
+ * path and nothing is applied twice. "Since" is only meaningful on the same history: a new epoch
+ * (data lost), a version lower than the one followed, or a commit followed (or made here) that
+ * is no longer in Redis's history (restored from an older snapshot, a lagging replica) makes the
+ * next sync a full reload instead.
  *
  * Freshness is the safety bound: `fresh()` is true only while the last completed sync *started*
  * within `staleMs`, so everything committed more than `staleMs` ago is already reflected. When
@@ -41,6 +50,7 @@ export class StoreSync {
   #lastGoodStart = -Infinity;
   #epoch: string | null = null;
   #version = 0;
+  #head = '';
   #running: Promise<void> | null = null;
   #again = false;
   #timer: NodeJS.Timeout | null = null;
@@ -101,13 +111,20 @@ export class StoreSync {
       if (this.#epoch === null) {
         await this.#reload();
       } else {
-        const changed = await this.#feed.since(this.#version);
+        const changed = await this.#feed.since(this.#version, this.#head);
         if (changed.epoch !== this.#epoch) {
           this.#log.error({ was: this.#epoch, now: changed.epoch }, 'shared store lost its history (new epoch); reloading everything');
+          await this.#reload();
+        } else if (!changed.intact || changed.version < this.#version) {
+          // Restored from an older snapshot or failed over to a lagging replica: commits this
+          // instance followed (or made) are gone, and new ones may reuse their versions, so the
+          // ids "since" our version would miss changes. Only a full read is trustworthy.
+          this.#log.error({ known: this.#version, now: changed.version }, 'shared store went back in its history (restored from an older snapshot or a lagging replica); reloading everything');
           await this.#reload();
         } else {
           await Promise.all(changed.ids.map((id) => this.#target.refresh(id)));
           this.#version = changed.version;
+          this.#head = changed.head;
         }
       }
       this.#lastGoodStart = started;
@@ -121,9 +138,15 @@ export class StoreSync {
 
   async #reload(): Promise<void> {
     const snap = await this.#feed.snapshot();
-    this.#target.replace(snap.requests);
+    const ahead = this.#target.replace(snap.requests) ?? [];
     this.#epoch = snap.epoch;
     this.#version = snap.version;
+    this.#head = snap.head;
+    if (ahead.length > 0 && this.#target.reassert) {
+      this.#log.warn({ requests: ahead.map((r) => ({ id: r.id, status: r.status })) }, 'the shared store lost the end of requests this instance saw ended; writing them back');
+      // Not awaited: the reassertions go through the normal locked commit and come back through the feed.
+      this.#target.reassert(ahead).catch((err: unknown) => this.#log.error({ err }, 'could not write ended requests back to the shared store'));
+    }
   }
 
   #schedule(): void {

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { basename, dirname } from 'node:path';
+import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 
 export interface PolicyWatch {
@@ -10,40 +10,75 @@ export interface PolicyWatch {
   close(): void;
 }
 
+export interface PolicyWatchOptions {
+  /** Quiet time after the last event before the file is read (bursts of events give one read). */
+  debounceMs?: number;
+  /** A steady stream of events (e.g. an audit file in the same dir) still gets a read this often. */
+  maxWaitMs?: number;
+  /** Backstop: the file is also read this often, whatever the watch reports (0: never). */
+  pollMs?: number;
+}
+
+export const DEFAULT_POLICY_POLL_MS = 5_000;
+
 /**
  * Calls `reload` when the policy file's content changes. Watches the directory rather than the
- * file, because editors and config managers replace files by rename (a watch on the old inode
- * would go quiet), debounces bursts of events into one reload, and skips events that leave the
- * bytes unchanged (the data dir's own writes, touch).
+ * file, and reacts to *any* event there rather than to events naming the file: editors and config
+ * managers replace the file by rename (a watch on the old inode would go quiet), and a Kubernetes
+ * ConfigMap volume never touches `policies.yaml` itself (a symlink into `..data/`) but swaps the
+ * `..data` symlink to a new timestamped directory. Events are debounced into one read; the read
+ * compares a digest of the file's bytes (through symlinks) with the last loaded one, so events
+ * that leave them unchanged (the data dir's own writes, touch) cost one read and nothing else. As
+ * fs.watch is not reliable everywhere (network filesystems, some container mounts, a symlink to a
+ * file in another directory), the file is also read every `pollMs`.
  */
-export async function watchPolicyFile(file: string, reload: () => Promise<unknown>, log: Logger, debounceMs = 150): Promise<PolicyWatch> {
-  const name = basename(file);
+export async function watchPolicyFile(file: string, reload: () => Promise<unknown>, log: Logger, opts: PolicyWatchOptions = {}): Promise<PolicyWatch> {
+  const debounceMs = opts.debounceMs ?? 150;
+  const maxWaitMs = opts.maxWaitMs ?? 1_000;
+  const pollMs = opts.pollMs ?? DEFAULT_POLICY_POLL_MS;
   let lastDigest = await digest(file);
   let timer: NodeJS.Timeout | null = null;
+  let firstEventAt = 0;
   let closed = false;
 
-  const check = async (): Promise<void> => {
-    const now = await digest(file);
-    if (closed || now === null || now === lastDigest) return; // a missing file mid-rename: wait for the next event
-    log.info({ file }, 'policy file changed; reloading');
-    await reload();
+  // One check at a time: a poll and an event arriving together must not both reload the same bytes.
+  let checking: Promise<void> = Promise.resolve();
+  const check = (why: 'change' | 'poll'): Promise<void> => {
+    const next = checking.then(async () => {
+      const now = await digest(file);
+      if (closed || now === null || now === lastDigest) return; // a missing file mid-swap: wait for the next event
+      log.info({ file, trigger: why }, 'policy file changed; reloading');
+      await reload(); // calls seen(), which records the digest it loads
+    });
+    checking = next.catch((err: unknown) => log.error({ err }, 'policy reload after file change failed'));
+    return checking;
   };
 
-  let watcher: FSWatcher;
+  const onEvent = (): void => {
+    if (closed) return;
+    const now = Date.now();
+    if (timer) {
+      clearTimeout(timer);
+    } else {
+      firstEventAt = now;
+    }
+    const wait = Math.max(0, Math.min(debounceMs, firstEventAt + maxWaitMs - now));
+    timer = setTimeout(() => {
+      timer = null;
+      void check('change');
+    }, wait);
+  };
+
+  let watcher: FSWatcher | null = null;
   try {
-    watcher = watch(dirname(file), { persistent: false }, (_event, changed) => {
-      if (changed !== null && changed !== name) return;
-      if (timer) clearTimeout(timer);
-      timer = setTimeout(() => {
-        timer = null;
-        check().catch((err: unknown) => log.error({ err }, 'policy reload after file change failed'));
-      }, debounceMs);
-    });
+    watcher = watch(dirname(file), { persistent: false }, onEvent);
+    watcher.on('error', (err) => log.warn({ err, file }, `policy file watch failed; relying on the ${pollMs} ms poll and SIGHUP`));
   } catch (err) {
-    log.warn({ err, file }, 'cannot watch the policy file; reload with SIGHUP');
-    return { seen: async () => undefined, close: () => undefined };
+    log.warn({ err, file }, `cannot watch the policy file's directory; relying on the ${pollMs} ms poll and SIGHUP`);
   }
-  watcher.on('error', (err) => log.warn({ err, file }, 'policy file watch failed; reload with SIGHUP'));
+  const poller = pollMs > 0 ? setInterval(() => void check('poll'), pollMs) : null;
+  poller?.unref();
+
   return {
     async seen() {
       lastDigest = (await digest(file)) ?? lastDigest;
@@ -51,7 +86,8 @@ export async function watchPolicyFile(file: string, reload: () => Promise<unknow
     close() {
       closed = true;
       if (timer) clearTimeout(timer);
-      watcher.close();
+      if (poller) clearInterval(poller);
+      watcher?.close();
     },
   };
 }

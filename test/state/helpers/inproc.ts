@@ -12,7 +12,7 @@ export interface InProcGateway extends Gateway {
 }
 
 /** A gateway in this process with the state options the shared test helper does not expose. */
-export async function startStateGateway(opts: { policies: string; upstreamUrl: string; dataDir?: string; configPath?: string; clock?: TestClock } & Partial<Pick<GatewayOptions, 'storeUrl' | 'auditFs' | 'auditMaxBytes' | 'watchConfig' | 'sync' | 'log' | 'drainMs'>>): Promise<InProcGateway> {
+export async function startStateGateway(opts: { policies: string; upstreamUrl: string; dataDir?: string; configPath?: string; clock?: TestClock } & Partial<Pick<GatewayOptions, 'storeUrl' | 'auditFs' | 'auditMaxBytes' | 'watchConfig' | 'configPollMs' | 'sync' | 'log' | 'drainMs'>>): Promise<InProcGateway> {
   const dataDir = opts.dataDir ?? (await tempDir());
   const configPath = opts.configPath ?? join(dataDir, 'policies.yaml');
   if (!opts.configPath) await writeFile(configPath, opts.policies);
@@ -31,6 +31,7 @@ export async function startStateGateway(opts: { policies: string; upstreamUrl: s
     auditFs: opts.auditFs,
     auditMaxBytes: opts.auditMaxBytes,
     watchConfig: opts.watchConfig ?? false,
+    ...(opts.configPollMs !== undefined ? { configPollMs: opts.configPollMs } : {}),
     sync: opts.sync,
     drainMs: opts.drainMs,
   });

@@ -24,15 +24,20 @@ export interface TestRedis {
 
 const BIN = process.env['REDIS_SERVER'] ?? 'redis-server';
 
-/** A private redis-server on a free loopback port, AOF on (fsync always) in a temp dir. */
-export async function startRedis(): Promise<TestRedis> {
+/**
+ * A private redis-server on a free loopback port in a temp dir. Persistence `aof` (default): AOF
+ * on, fsync always. `snapshot`: no AOF and no automatic saves — only what an explicit `SAVE`
+ * wrote survives a kill, as with RDB snapshots (or AOF everysec losing its last second).
+ */
+export async function startRedis(opts: { persistence?: 'aof' | 'snapshot' } = {}): Promise<TestRedis> {
+  const persistence = opts.persistence === 'snapshot' ? ['--appendonly', 'no'] : ['--appendonly', 'yes', '--appendfsync', 'always'];
   const dir = await mkdtemp(join(tmpdir(), 'pamgate-redis-'));
   let port = 0;
   let child: ChildProcess | null = null;
 
   const launch = async (): Promise<void> => {
     if (child && child.exitCode === null && child.signalCode === null) return; // already running
-    const proc = spawn(BIN, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--protected-mode', 'no', '--loglevel', 'warning'], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const proc = spawn(BIN, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', ...persistence, '--protected-mode', 'no', '--loglevel', 'warning'], { stdio: ['ignore', 'ignore', 'inherit'] });
     child = proc;
     const exited = once(proc, 'exit').then(() => false);
     const deadline = Date.now() + 5_000;
