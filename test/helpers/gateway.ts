@@ -2,7 +2,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { startGateway, type Gateway } from '../../src/gateway.js';
+import { startGateway, type Gateway, type GatewayOptions } from '../../src/gateway.js';
 import { TEST_SECRET } from './tokens.js';
 
 /** A clock tests move by hand: no sleeping for expiry. */
@@ -14,8 +14,9 @@ export class TestClock {
   }
 }
 
+/** A fresh temp dir under this run's root (removed when the run ends). */
 export async function tempDir(prefix = 'pamgate-test-'): Promise<string> {
-  return mkdtemp(join(tmpdir(), prefix));
+  return mkdtemp(join(process.env['PAMGATE_TEST_ROOT'] ?? tmpdir(), prefix));
 }
 
 export interface TestGateway extends Gateway {
@@ -24,22 +25,29 @@ export interface TestGateway extends Gateway {
   clock: TestClock;
 }
 
-/** A gateway in this process on ephemeral loopback ports, in front of `upstreamUrl`. */
-export async function startTestGateway(opts: { policies: string; upstreamUrl: string; dataDir?: string; clock?: TestClock }): Promise<TestGateway> {
-  const dataDir = opts.dataDir ?? (await tempDir());
-  const configPath = join(dataDir, 'policies.yaml');
-  await writeFile(configPath, opts.policies);
-  const clock = opts.clock ?? new TestClock();
+export type TestGatewayOptions = { policies: string; upstreamUrl: string; dataDir?: string; configPath?: string; clock?: TestClock } & Partial<
+  Omit<GatewayOptions, 'configPath' | 'dataDir' | 'upstreamUrl' | 'now'>
+>;
+
+/**
+ * A gateway in this process on ephemeral loopback ports, in front of `upstreamUrl`, with a
+ * hand-moved clock. `policies` is written to `configPath` unless a config path is given.
+ */
+export async function startTestGateway(opts: TestGatewayOptions): Promise<TestGateway> {
+  const { policies, clock = new TestClock(), configPath: givenConfig, dataDir: givenDir, ...rest } = opts;
+  const dataDir = givenDir ?? (await tempDir());
+  const configPath = givenConfig ?? join(dataDir, 'policies.yaml');
+  if (givenConfig === undefined) await writeFile(configPath, policies);
   const gw = await startGateway({
-    configPath,
-    dataDir,
     host: '127.0.0.1',
     port: 0,
     adminPort: 0,
-    upstreamUrl: opts.upstreamUrl,
-    now: clock.now,
     log: pino({ level: 'silent' }),
     env: { ...process.env, PAMGATE_JWT_SECRET: TEST_SECRET },
+    ...rest,
+    configPath,
+    dataDir,
+    now: clock.now,
   });
   return Object.assign(gw, { dataDir, configPath, clock });
 }
