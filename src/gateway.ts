@@ -121,6 +121,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         grantsOf: service.grantsOf,
         audit,
         grantsTrusted: storeFresh,
+      ...upstreamBasePath(upstreamUrl),
         now,
         get requestUrl() {
           return requestUrl;
@@ -249,6 +250,11 @@ async function openStore(opts: GatewayOptions, log: Logger): Promise<RequestStor
   if (url === undefined || url === '') return openEmbeddedStore(opts.dataDir);
   if (/^rediss?:\/\//.test(url)) return openRedisStore(url, { log, ...(opts.sync?.pubsub === false ? { pubsub: false } : {}) });
   throw new Error(`PAMGATE_STORE=${url}: expected redis://host:port (or unset for the embedded store)`);
+}
+
+function upstreamBasePath(upstreamUrl: string): { upstreamBasePath?: string } {
+  const path = new URL(upstreamUrl).pathname.replace(/\/+$/, '');
+  return path === '' ? {} : { upstreamBasePath: path };
 }
 
 function listen(server: Server, port: number, host: string): Promise<void> {

@@ -20,6 +20,8 @@ export interface ProxyContext {
   requestUrl: string;
   log: Logger;
   onDecision?(outcome: 'pass' | 'forward' | 'block' | 'reject' | 'error', status: number): void;
+  /** The path of UPSTREAM_URL when it is not "/": requests reach the upstream under it, so it is classified too. */
+  upstreamBasePath?: string;
   /** False while grants cannot be trusted (shared state store unreachable or stale): decisions resting on them answer 503. */
   grantsTrusted?(): boolean;
 }
@@ -151,8 +153,10 @@ function tooLarge(ctx: ProxyContext, req: IncomingMessage, res: ServerResponse, 
 }
 
 
-function alternateTargets(req: IncomingMessage): string[] {
+/** Other paths the upstream could take this request for: its own base path joined on, and routing override headers. */
+function alternateTargets(req: IncomingMessage, basePath: string | undefined): string[] {
   const out: string[] = [];
+  if (basePath !== undefined) out.push(basePath + (req.url ?? '/'));
   for (const name of PATH_OVERRIDE_HEADERS) {
     const value = req.headers[name];
     if (typeof value === 'string') out.push(value);
@@ -170,7 +174,7 @@ function dropUpgrade(req: IncomingMessage): void {
 
 async function handle(ctx: ProxyContext, forwarder: Forwarder, req: IncomingMessage, res: ServerResponse, body: Buffer): Promise<void> {
   const policies = ctx.policies();
-  const head = { url: req.url ?? '/', alternateUrls: alternateTargets(req), contentType: req.headers['content-type'], contentEncoding: req.headers['content-encoding'] };
+  const head = { url: req.url ?? '/', alternateUrls: alternateTargets(req, ctx.upstreamBasePath), contentType: req.headers['content-type'], contentEncoding: req.headers['content-encoding'] };
   const classified = classifyExchange(head, body, policies.settings.maxBodyBytes);
   dropUpgrade(req);
 

@@ -53,3 +53,18 @@ describe('settings.mode and settings.enabled', () => {
       expect(await upstream.executed()).toEqual({});
     }));
 });
+
+describe('an UPSTREAM_URL with a path', () => {
+  it('classifies the path the upstream will see (its base path joined on), not only the client target', async () => {
+    const gw = await startTestGateway({ policies: TEST_POLICIES, upstreamUrl: `${upstream.url}${PATH}` });
+    try {
+      await upstream.reset();
+      const body = JSON.stringify({ CmdletInput: { CmdletName: 'New-JournalRule' } });
+      const r = await fetch(`${gw.proxyUrl}/`, { method: 'POST', body });
+      expect(r.status).toBe(401);
+      expect(await upstream.executed()).toEqual({});
+    } finally {
+      await gw.close();
+    }
+  });
+});
