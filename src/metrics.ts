@@ -4,27 +4,42 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 export function createMetrics(auditStats: () => { events: number; batches: number; maxBatch: number }, activeGrants: () => number) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
-  const proxied = new Counter({
+  // The data path only bumps plain numbers (prom-client hashes the label set on every inc);
+  // they are handed to the counter when it is scraped.
+  const tallies = new Map<string, Map<number, Tally>>();
+  new Counter({
     name: 'pamgate_proxy_requests_total',
     help: 'Proxied requests by outcome (pass: not a command route; forward; block; reject: unreadable/ambiguous; error)',
     labelNames: ['outcome', 'status'] as const,
     registers: [registry],
+    collect() {
+      for (const byStatus of tallies.values()) {
+        for (const t of byStatus.values()) {
+          if (t.count === t.reported) continue;
+          this.inc(t.labels, t.count - t.reported);
+          t.reported = t.count;
+        }
+      }
+    },
   });
   new Gauge({ name: 'pamgate_audit_events_total', help: 'Audit events written since start', registers: [registry], collect() { this.set(auditStats().events); } });
   new Gauge({ name: 'pamgate_audit_fsync_batches_total', help: 'Audit fsync batches since start (group commit)', registers: [registry], collect() { this.set(auditStats().batches); } });
+  new Gauge({ name: 'pamgate_audit_fsync_max_batch', help: 'Most audit events one fsync batch has carried since start', registers: [registry], collect() { this.set(auditStats().maxBatch); } });
   new Gauge({ name: 'pamgate_active_grants', help: 'Approved, unexpired grants known to this instance', registers: [registry], collect() { this.set(activeGrants()); } });
-  // Label children are bound once per (outcome, status) so counting allocates nothing.
-  const children = new Map<string, { inc(): void }>();
   return {
     registry,
     onDecision(outcome: string, status: number): void {
-      const key = outcome + status;
-      let child = children.get(key);
-      if (child === undefined) {
-        child = proxied.labels(outcome, String(status));
-        children.set(key, child);
-      }
-      child.inc();
+      let byStatus = tallies.get(outcome);
+      if (byStatus === undefined) tallies.set(outcome, (byStatus = new Map()));
+      const t = byStatus.get(status);
+      if (t !== undefined) t.count++;
+      else byStatus.set(status, { labels: { outcome, status: String(status) }, count: 1, reported: 0 });
     },
   };
+}
+
+interface Tally {
+  labels: { outcome: string; status: string };
+  count: number;
+  reported: number;
 }

@@ -76,10 +76,28 @@ export class TokenVerifier {
 }
 
 function bearerToken(authorization: string | undefined): string | null {
-  if (authorization === undefined || authorization.length < 8) return null;
-  if (authorization.slice(0, 7).toLowerCase() !== 'bearer ') return null;
-  const token = authorization.slice(7).trim();
+  if (authorization === undefined || authorization.length < 8 || !hasBearerScheme(authorization)) return null;
+  // Node already strips the header value's outer whitespace; trim only when something is left to trim.
+  const token = isSpace(authorization.charCodeAt(7)) || isSpace(authorization.charCodeAt(authorization.length - 1)) ? authorization.slice(7).trim() : authorization.slice(7);
   return token === '' ? null : token;
+}
+
+/** `bearer ` in any letter case, without allocating. */
+function hasBearerScheme(s: string): boolean {
+  return (
+    (s.charCodeAt(0) | 0x20) === 0x62 && // b
+    (s.charCodeAt(1) | 0x20) === 0x65 && // e
+    (s.charCodeAt(2) | 0x20) === 0x61 && // a
+    (s.charCodeAt(3) | 0x20) === 0x72 && // r
+    (s.charCodeAt(4) | 0x20) === 0x65 && // e
+    (s.charCodeAt(5) | 0x20) === 0x72 && // r
+    s.charCodeAt(6) === 0x20
+  );
+}
+
+/** What String.prototype.trim removes, for the characters a header value can hold. */
+function isSpace(c: number): boolean {
+  return c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0b || c === 0x0c || c === 0x0d || c === 0xa0 || c === 0xfeff || (c >= 0x2000 && c <= 0x200a) || c === 0x1680 || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000;
 }
 
 function toIdentity(payload: JWTPayload, userClaim: string): Identity | null {
