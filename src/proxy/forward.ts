@@ -66,10 +66,11 @@ export class Forwarder {
     addForwardedHeaders(req);
 
     // Flat [name, value, …] headers: node:http stores them in one pass instead of a setHeader per field.
+    const hopByHop = connectionListed(headers.connection);
     const flat: Array<string | string[]> = [];
     for (const name in headers) {
       const value = headers[name];
-      if (value !== undefined) flat.push(name, value);
+      if (value !== undefined && !HOP_BY_HOP.has(name) && (hopByHop === null || !hopByHop.has(name))) flat.push(name, value);
     }
     if (headers.host === undefined) flat.push('Host', this.#defaultHost);
 
@@ -111,6 +112,22 @@ function addForwardedHeaders(req: IncomingMessage): void {
   append(headers, 'x-forwarded-port', port ?? (encrypted ? '443' : '80'));
   append(headers, 'x-forwarded-proto', encrypted ? 'https' : 'http');
   headers['x-forwarded-host'] = headers['x-forwarded-host'] || headers.host || '';
+}
+
+/** Hop-by-hop fields (RFC 9110 §7.6.1) meant for this hop only; Connection itself is kept for close/keep-alive. */
+const HOP_BY_HOP: ReadonlySet<string> = new Set(['keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'http2-settings']);
+/** Never dropped even when Connection names them: framing, routing, and what the gateway itself adds. */
+const PROTECTED = new Set(['content-length', 'host', 'connection', 'x-forwarded-for', 'x-forwarded-port', 'x-forwarded-proto', 'x-forwarded-host']);
+
+/** Header names a client declared hop-by-hop in Connection (besides close/keep-alive), or null. */
+function connectionListed(connection: string | undefined): Set<string> | null {
+  if (connection === undefined || !connection.includes(',') && /^\s*(close|keep-alive)\s*$/i.test(connection)) return null;
+  const names = new Set<string>();
+  for (const part of connection.split(',')) {
+    const name = part.trim().toLowerCase();
+    if (name !== '' && name !== 'close' && name !== 'keep-alive' && !PROTECTED.has(name)) names.add(name);
+  }
+  return names.size > 0 ? names : null;
 }
 
 function append(headers: IncomingMessage['headers'], name: string, value: string): void {

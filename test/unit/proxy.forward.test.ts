@@ -197,3 +197,38 @@ describe('Forwarder matches forwarding through http-proxy', () => {
     }
   });
 });
+
+describe('hop-by-hop fields', () => {
+  it('are not passed on: the fixed set, and whatever the client named in Connection (framing and X-Forwarded-* excepted)', async () => {
+    const seen: string[][] = [];
+    const upstream = createServer((req, res) => {
+      seen.push(lines(req.rawHeaders));
+      req.resume();
+      req.on('end', () => res.end('ok'));
+    });
+    const upstreamPort = await listen(upstream);
+    const forwarder = new Forwarder(`http://127.0.0.1:${upstreamPort}`);
+    const gateway = front(forwarder);
+    const port = await listen(gateway);
+    try {
+      const raw =
+        'POST /adminapi/x HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 2\r\n' +
+        'Connection: close, X-Secret, content-length, x-forwarded-for\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic eA==\r\nTE: trailers\r\nTrailer: X-T\r\nX-Kept: 1\r\n\r\n{}';
+      await new Promise<void>((resolve, reject) => {
+        const socket = connect(port, '127.0.0.1', () => socket.end(raw));
+        socket.on('data', () => undefined);
+        socket.on('close', () => resolve());
+        socket.on('error', reject);
+      });
+      const names = seen[0]!.map((l) => l.split(':')[0]);
+      expect(names).toContain('x-kept');
+      expect(names).toContain('content-length');
+      expect(names).toContain('x-forwarded-for');
+      for (const dropped of ['x-secret', 'keep-alive', 'proxy-authorization', 'te', 'trailer']) expect(names, dropped).not.toContain(dropped);
+    } finally {
+      gateway.close();
+      upstream.close();
+      forwarder.close();
+    }
+  });
+});
