@@ -1,7 +1,7 @@
 import type { Command } from '../policy/decide.js';
 import { taskKey } from '../policy/names.js';
 import { BodyError, decodeContent, decodeText } from './decode.js';
-import { foldKey, JsonAmbiguityError, parseStrictJson, type JsonObject, type JsonValue } from './json.js';
+import { JsonAmbiguityError, parseStrictJson, type JsonObject, type JsonValue } from './json.js';
 import { isGateableTarget } from './path.js';
 
 /** What the Exchange adapter made of a request. */

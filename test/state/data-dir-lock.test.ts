@@ -1,30 +1,20 @@
 import { existsSync } from 'node:fs';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/gateway.js';
-import { startUpstreamProcess, type CountingUpstream } from '../helpers/upstream.js';
 import { call, grantJournal } from './helpers/flows.js';
 import { startStateGateway } from './helpers/inproc.js';
+import { useUpstream } from './helpers/suite.js';
 import { STATE_POLICIES } from './helpers/policies.js';
-import { killAllGateways, runCli, spawnGateway } from './helpers/process.js';
+import { runCli, spawnGateway } from './helpers/process.js';
 
-let upstream: CountingUpstream;
-const dirs: string[] = [];
-beforeAll(async () => {
-  upstream = await startUpstreamProcess();
-});
-afterAll(async () => {
-  await killAllGateways();
-  await upstream?.stop();
-  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
-});
+const upstreamOf = useUpstream();
 
 async function dataDirWithConfig(): Promise<{ dataDir: string; config: string }> {
   const dataDir = await tempDir();
-  dirs.push(dataDir);
   const config = join(dataDir, 'policies.yaml');
   await writeFile(config, STATE_POLICIES);
   return { dataDir, config };
@@ -39,12 +29,12 @@ async function startOf(pid: number): Promise<string> {
 describe('one process per data dir (gateway processes)', () => {
   it('a second process on the same data dir refuses to start, naming the first one; the first is untouched', async () => {
     const { dataDir, config } = await dataDirWithConfig();
-    const first = await spawnGateway({ dataDir, configPath: config, upstreamUrl: upstream.url });
+    const first = await spawnGateway({ dataDir, configPath: config, upstreamUrl: upstreamOf().url });
     await grantJournal('zoe@contoso.com', first.controlUrl, first.controlUrl);
     const audit = await readFile(join(dataDir, 'audit.jsonl'));
     const journal = await readFile(join(dataDir, 'state.journal'));
 
-    const second = spawnGateway({ dataDir, configPath: config, upstreamUrl: upstream.url });
+    const second = spawnGateway({ dataDir, configPath: config, upstreamUrl: upstreamOf().url });
     await expect(second).rejects.toThrow(/gateway exited \(1\) before starting/);
     const err = String(await second.catch((e: unknown) => e));
     expect(err).toContain(`in use by another pamgate process (pid ${first.child.pid}`);
@@ -63,13 +53,13 @@ describe('one process per data dir (gateway processes)', () => {
 
   it('a lock left by kill -9 is taken over on the next start, and the log says so', async () => {
     const { dataDir, config } = await dataDirWithConfig();
-    const first = await spawnGateway({ dataDir, configPath: config, upstreamUrl: upstream.url });
+    const first = await spawnGateway({ dataDir, configPath: config, upstreamUrl: upstreamOf().url });
     await grantJournal('amy@contoso.com', first.controlUrl, first.controlUrl);
     const pid = first.child.pid!;
     await first.kill9();
     expect(JSON.parse(await readFile(join(dataDir, 'pamgate.lock'), 'utf8'))).toMatchObject({ pid });
 
-    const next = await spawnGateway({ dataDir, configPath: config, upstreamUrl: upstream.url });
+    const next = await spawnGateway({ dataDir, configPath: config, upstreamUrl: upstreamOf().url });
     const took = next.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => typeof l['msg'] === 'string' && (l['msg'] as string).includes('took over a stale data dir lock'));
     expect(took).toMatchObject({ stalePid: pid, level: 40 });
     expect(JSON.parse(await readFile(join(dataDir, 'pamgate.lock'), 'utf8'))).toMatchObject({ pid: next.child.pid });
@@ -85,18 +75,18 @@ describe('one gateway per data dir (in process)', () => {
 
   it('refuses a second gateway in the same process, and allows one once the first has closed', async () => {
     const { dataDir, config } = await dataDirWithConfig();
-    const first = await startStateGateway({ policies: STATE_POLICIES, configPath: config, dataDir, upstreamUrl: upstream.url });
-    await expect(startStateGateway({ policies: STATE_POLICIES, configPath: config, dataDir, upstreamUrl: upstream.url })).rejects.toThrow(/in use by another pamgate process/);
+    const first = await startStateGateway({ policies: STATE_POLICIES, configPath: config, dataDir, upstreamUrl: upstreamOf().url });
+    await expect(startStateGateway({ policies: STATE_POLICIES, configPath: config, dataDir, upstreamUrl: upstreamOf().url })).rejects.toThrow(/in use by another pamgate process/);
     await first.close();
-    const again = await startStateGateway({ policies: STATE_POLICIES, configPath: config, dataDir, upstreamUrl: upstream.url, log: silent });
+    const again = await startStateGateway({ policies: STATE_POLICIES, configPath: config, dataDir, upstreamUrl: upstreamOf().url, log: silent });
     await again.close();
   });
 
   it('judges a lock by pid, process start time and host', async () => {
     const { dataDir, config } = await dataDirWithConfig();
     const lockFile = join(dataDir, 'pamgate.lock');
-    const live = upstream.process.pid!;
-    const start = (): Promise<unknown> => startStateGateway({ policies: STATE_POLICIES, configPath: config, dataDir, upstreamUrl: upstream.url }).then((g) => g.close());
+    const live = upstreamOf().process.pid!;
+    const start = (): Promise<unknown> => startStateGateway({ policies: STATE_POLICIES, configPath: config, dataDir, upstreamUrl: upstreamOf().url }).then((g) => g.close());
     const lock = async (o: Record<string, unknown>): Promise<void> => writeFile(lockFile, JSON.stringify({ host: hostname(), since: '2026-01-01T00:00:00.000Z', ...o }) + '\n');
 
     // A live process with the recorded start time: held.

@@ -1,31 +1,22 @@
-import { rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import pino from 'pino';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { AccessRequest } from '../../src/grants/model.js';
 import { openRedisStore } from '../../src/grants/redis-store.js';
 import { tempDir } from '../helpers/gateway.js';
 import { api } from '../helpers/http.js';
-import { startUpstreamProcess, type CountingUpstream } from '../helpers/upstream.js';
 import { auditEvents, call, decide, grantJournal, readyz, requestAccess, tok } from './helpers/flows.js';
 import { STATE_POLICIES } from './helpers/policies.js';
 import { killAllGateways, spawnGateway, type GatewayProcess } from './helpers/process.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
+import { useUpstream } from './helpers/suite.js';
 import { until } from './helpers/wait.js';
 
 // Redis restarted from an older snapshot (RDB, AOF everysec) or a lagging replica keeps its epoch
 // key but goes back in its history: versions the instances followed are gone or reused.
 
-let upstream: CountingUpstream;
-const dirs: string[] = [];
-beforeAll(async () => {
-  upstream = await startUpstreamProcess();
-});
-afterAll(async () => {
-  await killAllGateways();
-  await upstream?.stop();
-  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
-});
+const upstreamOf = useUpstream();
 
 let redis: TestRedis;
 let config: string;
@@ -35,14 +26,12 @@ let b: Instance;
 
 async function gateway(): Promise<Instance> {
   const dataDir = await tempDir();
-  dirs.push(dataDir);
-  return Object.assign(await spawnGateway({ dataDir, configPath: config, upstreamUrl: upstream.url, storeUrl: redis.url }), { dataDir });
+  return Object.assign(await spawnGateway({ dataDir, configPath: config, upstreamUrl: upstreamOf().url, storeUrl: redis.url }), { dataDir });
 }
 
 beforeEach(async () => {
   redis = await startRedis({ persistence: 'snapshot' });
   const cfgDir = await tempDir('pamgate-cfg-');
-  dirs.push(cfgDir);
   config = join(cfgDir, 'policies.yaml');
   await writeFile(config, STATE_POLICIES);
   [a, b] = await Promise.all([gateway(), gateway()]);
@@ -96,12 +85,12 @@ async function revokeWhileBFrozen(extraCommitsAfterRevoke: number): Promise<void
   await until('B to refuse the revoked grant', async () => (await call(b.proxyUrl, 'gus@contoso.com', 'New-JournalRule')) === 403, 4_000, 25);
   // And it stays refused (no later sync brings it back), on both instances, with B ready.
   await until('B ready', async () => (await readyz(b.controlUrl)) === 200, 3_000, 50);
-  const before = await upstream.count('New-JournalRule');
+  const before = await upstreamOf().count('New-JournalRule');
   for (let i = 0; i < 5; i++) {
     expect(await call(b.proxyUrl, 'gus@contoso.com', 'New-JournalRule')).toBe(403);
     expect(await call(a.proxyUrl, 'gus@contoso.com', 'New-JournalRule')).toBe(403);
   }
-  expect(await upstream.count('New-JournalRule')).toBe(before);
+  expect(await upstreamOf().count('New-JournalRule')).toBe(before);
   expect(b.logs.some((l) => l.includes('went back in its history'))).toBe(true);
 }
 

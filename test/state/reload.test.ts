@@ -1,28 +1,19 @@
-import { rename, rm, writeFile } from 'node:fs/promises';
+import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/gateway.js';
-import { startUpstreamProcess, type CountingUpstream } from '../helpers/upstream.js';
 import { auditEvents, call } from './helpers/flows.js';
 import { startStateGateway, type InProcGateway } from './helpers/inproc.js';
 import { STATE_POLICIES, STATE_POLICIES_PLUS } from './helpers/policies.js';
-import { killAllGateways, spawnGateway, type GatewayProcess } from './helpers/process.js';
+import { spawnGateway, type GatewayProcess } from './helpers/process.js';
+import { useUpstream } from './helpers/suite.js';
 import { until } from './helpers/wait.js';
 
 const INVALID = STATE_POLICIES_PLUS.replace('approvals: 2', 'approvals: two');
 const NEW_TASK = 'New-MailboxExportRequest';
 
-let upstream: CountingUpstream;
-const dirs: string[] = [];
-beforeAll(async () => {
-  upstream = await startUpstreamProcess();
-});
-afterAll(async () => {
-  await killAllGateways();
-  await upstream?.stop();
-  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
-});
+const upstreamOf = useUpstream();
 
 /** Replaces the file the way editors and config managers do: write a temp file, rename over. */
 async function replaceFile(path: string, text: string): Promise<void> {
@@ -35,9 +26,8 @@ describe('reload on file change (in process)', () => {
   const lines: string[] = [];
   beforeAll(async () => {
     const dataDir = await tempDir();
-    dirs.push(dataDir);
     const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(l) });
-    gw = await startStateGateway({ policies: STATE_POLICIES, upstreamUrl: upstream.url, dataDir, watchConfig: true, log });
+    gw = await startStateGateway({ policies: STATE_POLICIES, upstreamUrl: upstreamOf().url, dataDir, watchConfig: true, log });
   });
   afterAll(async () => {
     await gw?.close();
@@ -51,7 +41,7 @@ describe('reload on file change (in process)', () => {
     const loaded = await auditEvents(gw.dataDir, 'policy.loaded');
     expect(loaded.at(-1)).toMatchObject({ type: 'policy.loaded', policies: 5 });
 
-    const forwardedBefore = await upstream.count(NEW_TASK);
+    const forwardedBefore = await upstreamOf().count(NEW_TASK);
     await writeFile(gw.configPath, INVALID); // in place this time
     const rejected = await until('policy.rejected', async () => (await auditEvents(gw.dataDir, 'policy.rejected')).at(-1), 3_000, 25);
     expect(rejected['errors']).toEqual([expect.stringMatching(/policies\.yaml:\d+:\d+: .*approvals/)]);
@@ -60,7 +50,7 @@ describe('reload on file change (in process)', () => {
     expect(await call(gw.proxyUrl, 'rob@contoso.com', NEW_TASK)).toBe(403);
     expect(await call(gw.proxyUrl, 'rob@contoso.com', 'Remove-Mailbox')).toBe(403);
     expect(await call(gw.proxyUrl, 'rob@contoso.com', 'Get-Mailbox')).toBe(200);
-    expect(await upstream.count(NEW_TASK)).toBe(forwardedBefore);
+    expect(await upstreamOf().count(NEW_TASK)).toBe(forwardedBefore);
 
     await replaceFile(gw.configPath, STATE_POLICIES);
     await until('the original policies again', async () => (await call(gw.proxyUrl, 'rob@contoso.com', NEW_TASK)) === 200, 3_000, 25);
@@ -80,10 +70,9 @@ describe('reload on SIGHUP (process, file watch off)', () => {
   let config: string;
   beforeAll(async () => {
     dataDir = await tempDir();
-    dirs.push(dataDir);
     config = join(dataDir, 'policies.yaml');
     await writeFile(config, STATE_POLICIES);
-    gw = await spawnGateway({ dataDir, configPath: config, upstreamUrl: upstream.url, env: { PAMGATE_CONFIG_WATCH: 'off' } });
+    gw = await spawnGateway({ dataDir, configPath: config, upstreamUrl: upstreamOf().url, env: { PAMGATE_CONFIG_WATCH: 'off' } });
   });
 
   it('applies a valid file only when told, and refuses an invalid one without a gap', async () => {
