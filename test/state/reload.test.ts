@@ -43,7 +43,13 @@ describe('reload on file change (in process)', () => {
 
     const forwardedBefore = await upstreamOf().count(NEW_TASK);
     await writeFile(gw.configPath, INVALID); // in place this time
-    const rejected = await until('policy.rejected', async () => (await auditEvents(gw.dataDir, 'policy.rejected')).at(-1), 3_000, 25);
+    // An in-place write can be seen half-done (an empty file) first; that read is rejected too. Wait for the whole one.
+    const rejected = await until(
+      'policy.rejected for the invalid file',
+      async () => (await auditEvents(gw.dataDir, 'policy.rejected')).find((e) => JSON.stringify(e['errors']).includes('approvals')),
+      3_000,
+      25,
+    );
     expect(rejected['errors']).toEqual([expect.stringMatching(/policies\.yaml:\d+:\d+: .*approvals/)]);
     expect(lines.some((l) => l.includes('policy file rejected') && l.includes('approvals'))).toBe(true);
     // The previous (valid, newer) policies are still in force, completely.
