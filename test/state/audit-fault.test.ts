@@ -63,7 +63,7 @@ describe.each([
     expect(created.status).toBe(201);
 
     // Nothing half-written: the chain is intact and holds exactly the executions that were forwarded.
-    expect(await verifyAuditFile(gw.audit.path)).toMatchObject({ ok: true });
+    expect(await verifyAuditFile(gw.audit.path)).toEqual(expect.objectContaining({ ok: true }));
     expect((await auditEvents(gw.dataDir, 'task.executed')).length).toBe(executedBefore + 1);
   });
 });

@@ -101,27 +101,23 @@ describe('open repairs a torn tail', () => {
 
 interface Faults {
   write: Error | null;
-  partial: boolean;
-  fsync: Error | null;
+  /** How much of the buffer reaches the file before the write fails. */
+  partial: 'none' | 'half' | 'all';
   truncate: Error | null;
   truncateCalls: number;
 }
 
 function faultyFs(): { fs: AuditFs; faults: Faults } {
-  const faults: Faults = { write: null, partial: false, fsync: null, truncate: null, truncateCalls: 0 };
+  const faults: Faults = { write: null, partial: 'none', truncate: null, truncateCalls: 0 };
   const fs: AuditFs = {
     ...nodeAuditFs,
     // position null = the audit file (append); head writes use position 0 and are left alone.
     write: async (fd, buf, off, len, pos) => {
       if (pos === null && faults.write) {
-        if (faults.partial) await nodeAuditFs.write(fd, buf, off, Math.max(1, Math.floor(len / 2)), pos);
+        if (faults.partial !== 'none') await nodeAuditFs.write(fd, buf, off, faults.partial === 'all' ? len : Math.max(1, Math.floor(len / 2)), pos);
         throw faults.write;
       }
       return nodeAuditFs.write(fd, buf, off, len, pos);
-    },
-    fdatasync: async (fd) => {
-      if (faults.fsync) throw faults.fsync;
-      return nodeAuditFs.fdatasync(fd);
     },
     ftruncate: async (fd, len) => {
       faults.truncateCalls++;
@@ -136,10 +132,11 @@ function eio(what: string): Error {
   return Object.assign(new Error(`EIO: ${what}`), { code: 'EIO' });
 }
 
-describe('write and fsync failures', () => {
+describe('write and sync failures', () => {
   it.each([
-    ['fsync fails after a full write', (f: Faults) => { f.fsync = eio('fsync'); }],
-    ['write fails after a partial write', (f: Faults) => { f.write = eio('write'); f.partial = true; }],
+    // The live file is O_DSYNC: a failed flush is a write that fails after its bytes reached the page cache.
+    ['the sync fails after a full write', (f: Faults) => { f.write = eio('sync'); f.partial = 'all'; }],
+    ['write fails after a partial write', (f: Faults) => { f.write = eio('write'); f.partial = 'half'; }],
     ['write fails outright', (f: Faults) => { f.write = eio('write'); }],
   ])('%s: rejects the batch, leaves no partial line, recovers when the disk is back', async (_name, inject) => {
     const { fs, faults } = faultyFs();
@@ -155,7 +152,6 @@ describe('write and fsync failures', () => {
     expect(log.stats().events).toBe(1);
 
     faults.write = null;
-    faults.fsync = null;
     await log.append({ type: 'after' });
     expect(log.healthy).toBe(true);
     await log.close();
@@ -173,7 +169,7 @@ describe('write and fsync failures', () => {
     const durable = await readFile(log.path);
 
     faults.write = eio('write');
-    faults.partial = true;
+    faults.partial = 'half';
     faults.truncate = eio('ftruncate');
     await expect(log.append({ type: 'lost' })).rejects.toThrow(/EIO: write/);
     expect((await readFile(log.path)).length).toBeGreaterThan(durable.length); // the partial bytes are still there
@@ -196,12 +192,13 @@ describe('write and fsync failures', () => {
     const log = await AuditLog.open({ dir, fs });
     expect(await log.probe()).toBe(true);
 
-    faults.fsync = eio('fsync');
+    faults.write = eio('sync');
+    faults.partial = 'all';
     await expect(log.append({ type: 'lost' })).rejects.toThrow(/EIO/);
     expect(await log.probe()).toBe(false);
     expect(log.healthy).toBe(false);
 
-    faults.fsync = null;
+    faults.write = null;
     expect(await log.probe()).toBe(true);
     expect(log.healthy).toBe(true);
     await log.close();
@@ -212,7 +209,8 @@ describe('write and fsync failures', () => {
     const path = await seed(1);
     await appendFile(path, '{"seq":2');
     const { fs, faults } = faultyFs();
-    faults.fsync = eio('fsync');
+    faults.write = eio('sync');
+    faults.partial = 'all';
     await expect(AuditLog.open({ dir, fs })).rejects.toThrow(/EIO/);
   });
 });

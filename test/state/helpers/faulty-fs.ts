@@ -7,12 +7,12 @@ export function switchableFs(): { fs: AuditFs; fail(code: 'ENOSPC' | 'EIO' | 'ER
   const fs: AuditFs = {
     ...nodeAuditFs,
     write: async (fd, buf, off, len, pos) => {
-      if (pos === null && failing) throw error();
+      if (pos === null && failing) {
+        // EIO from an O_DSYNC write: the bytes reached the page cache but not the disk.
+        if (failing === 'EIO') await nodeAuditFs.write(fd, buf, off, len, pos);
+        throw error();
+      }
       return nodeAuditFs.write(fd, buf, off, len, pos);
-    },
-    fdatasync: async (fd) => {
-      if (failing === 'EIO') throw error();
-      return nodeAuditFs.fdatasync(fd);
     },
   };
   return { fs, fail: (code) => (failing = code) };
