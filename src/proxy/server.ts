@@ -7,7 +7,7 @@ import type { TokenVerifier } from '../identity/jwt.js';
 import type { PolicySet } from '../policy/compile.js';
 import { decide, type Command, type Decision, type Grant, type Identity, type Verdict } from '../policy/decide.js';
 import type { Forwarder } from './forward.js';
-import { sendError } from './responses.js';
+import { errorBody, sendError, sendErrorBody } from './responses.js';
 
 /** What the data path reads on every request; swapped as a whole on policy reload. */
 export interface ProxyContext {
@@ -196,7 +196,12 @@ async function handle(ctx: ProxyContext, forwarder: Forwarder, req: IncomingMess
   }
 
   const commands = classified.commands;
-  const identity = anyGated(commands, policies) ? await identify(ctx, req.headers.authorization) : null;
+  let identity: Identity | null = null;
+  if (anyGated(commands, policies)) {
+    const verifier = ctx.verifier();
+    const cached = verifier.cached(req.headers.authorization);
+    identity = cached !== undefined ? cached : await verifier.verify(req.headers.authorization); // a cache hit skips the await
+  }
   const decision = decide(commands, policies, identity, ctx.grantsOf, ctx.now(), ctx.grantsTrusted?.() ?? true);
   if (decision.verdicts.length === 0) {
     ctx.onDecision?.('forward', 0);
@@ -213,7 +218,28 @@ async function handle(ctx: ProxyContext, forwarder: Forwarder, req: IncomingMess
   ctx.onDecision?.(decision.action, decision.status);
   if (decision.action === 'forward') return forwarder.forward(req, res, body);
   const blocked = decision.verdicts.find((v) => v.kind === 'unidentified' || v.kind === 'ungranted' || v.kind === 'unverifiable')!;
-  sendError(res, decision.status, blockedError(ctx, blocked, decision.status), decision.status === 503 ? { 'retry-after': '1' } : undefined);
+  sendErrorBody(res, decision.status, blockedBody(ctx, blocked, decision.status), decision.status === 503 ? RETRY_SOON : undefined);
+}
+
+const RETRY_SOON = Object.freeze({ 'retry-after': '1' });
+
+/**
+ * Serialised bodies of blocked answers: one per (status, policy, task as typed, request URL), the
+ * same for every caller, so a stream of refusals does not rebuild and re-serialise each one. The
+ * task comes from the caller, so the cache is bounded: emptied whenever it outgrows BODY_CACHE_MAX.
+ */
+const blockedBodies = new Map<string, Buffer>();
+const BODY_CACHE_MAX = 1024;
+
+function blockedBody(ctx: ProxyContext, v: Verdict, status: number): Buffer {
+  const key = status + '\0' + v.policy.id + '\0' + v.command.name + '\0' + ctx.requestUrl;
+  let body = blockedBodies.get(key);
+  if (body === undefined) {
+    if (blockedBodies.size >= BODY_CACHE_MAX) blockedBodies.clear();
+    body = errorBody(blockedError(ctx, v, status));
+    blockedBodies.set(key, body);
+  }
+  return body;
 }
 
 /** Records an unreadable request on a command route; false when the audit file cannot take it. */
@@ -238,32 +264,30 @@ function anyGated(commands: readonly Command[], policies: PolicySet): boolean {
   return false;
 }
 
-async function identify(ctx: ProxyContext, authorization: string | undefined): Promise<Identity | null> {
-  const verifier = ctx.verifier();
-  const cached = verifier.cached(authorization);
-  return cached !== undefined ? cached : verifier.verify(authorization);
-}
-
 function auditDecision(ctx: ProxyContext, decision: Decision, identity: Identity | null, remote: string | null): Promise<unknown> {
   const events: Promise<void>[] = [];
   for (const v of decision.verdicts) {
     const type = eventType(v, decision);
     if (type === null) continue;
-    events.push(
-      ctx.audit.append({
-        type,
-        actor: identity?.user ?? null,
-        task: v.command.name,
-        policy: v.policy.id,
-        requestId: v.kind === 'granted' ? v.grant.requestId : null,
-        remote,
-        parameters: Object.fromEntries(v.command.params),
-        ...(decision.mode !== 'enforce' ? { mode: decision.mode } : {}),
-        ...(v.kind === 'unverifiable' ? { status: 503, reason: 'state store unavailable', wouldBe: v.seen === 'granted' ? 'task.executed' : 'task.blocked' } : {}),
-      }),
-    );
+    const event: AuditEvent = {
+      type,
+      actor: identity?.user ?? null,
+      task: v.command.name,
+      policy: v.policy.id,
+      requestId: v.kind === 'granted' ? v.grant.requestId : null,
+      remote,
+      parameters: Object.fromEntries(v.command.params),
+    };
+    if (decision.mode !== 'enforce') event['mode'] = decision.mode;
+    if (v.kind === 'unverifiable') {
+      event['status'] = 503;
+      event['reason'] = 'state store unavailable';
+      event['wouldBe'] = v.seen === 'granted' ? 'task.executed' : 'task.blocked';
+    }
+    events.push(ctx.audit.append(event));
   }
-  return Promise.all(events);
+  // Almost always one event: no Promise.all round for it.
+  return events.length === 1 ? events[0]! : Promise.all(events);
 }
 
 function eventType(v: Verdict, decision: Decision): string | null {
