@@ -218,7 +218,7 @@ async function startGateway(name, out, upstreamUrl, policyCount, grantCount, { c
   await writeFile(configPath, policyYaml(policyCount));
   let seeded = 0;
   if (grantCount > 0) seeded = await seedJournal(dataDir, otherUsersGrants(grantCount, policyCount, Date.now()));
-  const nodeArgs = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`] : [];
+  const nodeArgs = [...(cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`] : []), ...(process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter(Boolean)];
   const t0 = Date.now();
   const child = start(name, pinned(1, [process.execPath, ...nodeArgs, cli, 'serve']), {
     env: {
