@@ -696,7 +696,7 @@ async function profile(out, tokens) {
   const prof = JSON.parse(readFileSync(file, 'utf8'));
   console.log(summariseProfile(prof, { top: 30 }));
   console.log('\ninclusive time of the data path\'s steps (share of busy time):');
-  console.log(inclusive(prof, ['parserOnIncoming', 'readBody', 'handle', 'classifyExchange', 'identify', 'decide', 'auditDecision', 'append', 'forward', 'respond', 'sendError', '#commit', '#writeHead', 'onDecision']));
+  console.log(inclusive(prof, ['parserOnIncoming', 'readBody', 'handle', 'classifyExchange', 'verify', 'decide', 'auditDecision', 'append', 'forward', 'respond', 'sendError', 'sendErrorBody', '#commit', '#writeHead', 'onDecision']));
 }
 
 async function main() {

@@ -90,6 +90,23 @@ describe('AuditLog group commit', () => {
     expect(await verifyAuditFile(log.path)).toMatchObject({ ok: true, events: 1000 });
   });
 
+  it('appends made by separate callbacks in one event-loop turn share one write', async () => {
+    const log = await AuditLog.open({ dir });
+    // Ten timer callbacks that fire in one timers phase, like ten sockets read in one poll phase.
+    const appends = await new Promise<Array<Promise<void>>>((resolve) => {
+      const made: Array<Promise<void>> = [];
+      for (let i = 0; i < 10; i++) {
+        setTimeout(() => {
+          made.push(log.append({ type: 'request.created', i }));
+          if (made.length === 10) resolve(made);
+        }, 0);
+      }
+    });
+    await Promise.all(appends);
+    expect(log.stats()).toEqual({ events: 10, batches: 1, maxBatch: 10 });
+    await log.close();
+  });
+
   it('opens the live file O_DSYNC, so each batch is durable when its one write returns', async () => {
     const flags: Array<string | number> = [];
     const fs: AuditFs = { ...nodeAuditFs, open: (path, f, mode) => (path.endsWith('audit.jsonl') && flags.push(f), nodeAuditFs.open(path, f, mode)) };
