@@ -23,8 +23,8 @@ export function createMetrics(auditStats: () => { events: number; batches: numbe
     },
   });
   new Gauge({ name: 'pamgate_audit_events_total', help: 'Audit events written since start', registers: [registry], collect() { this.set(auditStats().events); } });
-  new Gauge({ name: 'pamgate_audit_fsync_batches_total', help: 'Audit fsync batches since start (group commit)', registers: [registry], collect() { this.set(auditStats().batches); } });
-  new Gauge({ name: 'pamgate_audit_fsync_max_batch', help: 'Most audit events one fsync batch has carried since start', registers: [registry], collect() { this.set(auditStats().maxBatch); } });
+  new Gauge({ name: 'pamgate_audit_fsync_batches_total', help: 'Audit batches made durable since start (one O_DSYNC write each: group commit)', registers: [registry], collect() { this.set(auditStats().batches); } });
+  new Gauge({ name: 'pamgate_audit_fsync_max_batch', help: 'Most audit events one durable write has carried since start', registers: [registry], collect() { this.set(auditStats().maxBatch); } });
   new Gauge({ name: 'pamgate_active_grants', help: 'Approved, unexpired grants known to this instance', registers: [registry], collect() { this.set(activeGrants()); } });
   return {
     registry,

@@ -4,6 +4,7 @@ import type { CompiledPolicy, PolicySet } from '../policy/compile.js';
 import type { Grant, Identity } from '../policy/decide.js';
 import { isGlob, taskKey } from '../policy/names.js';
 import { paramsAllowed } from '../policy/params.js';
+import { ExpiryQueue } from './expiry-queue.js';
 import * as model from './model.js';
 import type { AccessRequest, RequestStatus } from './model.js';
 import type { RequestStore } from './store.js';
@@ -44,6 +45,8 @@ const HOUR = 3_600_000;
 export class AccessService {
   private readonly requests = new Map<string, AccessRequest>();
   private readonly grantsByUser = new Map<string, Grant[]>();
+  /** Open (pending or approved) requests by when they expire, so a sweep touches only what is due. */
+  private readonly due = new ExpiryQueue();
   private readonly listeners: Array<(req: AccessRequest, events: readonly AuditEvent[]) => void> = [];
 
   constructor(
@@ -70,6 +73,7 @@ export class AccessService {
     const known = new Map(this.requests);
     this.requests.clear();
     this.grantsByUser.clear();
+    this.due.clear();
     const ahead: AccessRequest[] = [];
     for (const req of requests) {
       const mine = known.get(req.id);
@@ -240,15 +244,16 @@ export class AccessService {
   async sweep(): Promise<number> {
     let expired = 0;
     const now = this.now();
-    for (const req of [...this.requests.values()]) {
-      if (model.expire(req, now) === null) continue;
-      await this.transition(req.id, null, (current, at) => {
+    for (const id of this.due.popDue(now)) {
+      const req = this.requests.get(id);
+      if (req === undefined || model.expire(req, now) === null) continue; // moved on since it was queued
+      await this.transition(id, null, (current, at) => {
         const next = model.expire(current, at);
         if (next === null) throw new model.TransitionError(409, 'no longer expirable');
         return [next, this.event('request.expired', null, next, null, { was: current.status })];
       }).then(
         () => expired++,
-        () => undefined,
+        () => this.due.push(now, id), // e.g. store unavailable: try again next sweep
       );
     }
     return expired;
@@ -333,6 +338,8 @@ export class AccessService {
     const known = this.requests.get(req.id);
     if (known !== undefined && model.progress(known) > model.progress(req)) return;
     this.requests.set(req.id, req);
+    const dueAt = expiryOf(req);
+    if (dueAt !== null && (known === undefined || expiryOf(known) !== dueAt)) this.due.push(Date.parse(dueAt), req.id);
     const existing = this.grantsByUser.get(req.requester);
     const grant = model.grantOf(req);
     if (existing === undefined && grant === null) return;
@@ -345,6 +352,13 @@ export class AccessService {
   private event(type: string, actor: string | null, req: AccessRequest, remote: string | null, extra: Record<string, unknown> = {}): AuditEvent {
     return { type, actor, task: req.task ?? req.role, policy: req.policy, requestId: req.id, remote, requester: req.requester, ...extra };
   }
+}
+
+/** When an open request expires unless something happens first; null once it has ended. */
+function expiryOf(req: AccessRequest): string | null {
+  if (req.status === 'pending') return req.pendingExpiresAt;
+  if (req.status === 'approved') return req.expiresAt;
+  return null;
 }
 
 function resolveTarget(input: CreateRequestInput, policies: PolicySet): { policy: CompiledPolicy; tasks: string[] } {
