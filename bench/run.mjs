@@ -357,7 +357,7 @@ async function settle(upstream) {
 async function gatewayMetrics(gw) {
   const text = await (await fetch(`${gw.controlUrl}/metrics`)).text();
   const get = (name, labels = '') => {
-    const re = new RegExp(`^${name}${labels.replace(/[{}"]/g, '\\$&')}\\s+(\\S+)$`, 'm');
+    const re = new RegExp(`^${name}${labels.replace(/[{}"+.]/g, '\\$&')}\\s+(\\S+)$`, 'm');
     const m = re.exec(text);
     return m ? Number(m[1]) : 0;
   };
@@ -370,7 +370,20 @@ async function gatewayMetrics(gw) {
     block403: get('pamgate_proxy_requests_total', '{outcome="block",status="403"}'),
     errors: get('pamgate_proxy_requests_total', '{outcome="error",status="500"}') + get('pamgate_proxy_requests_total', '{outcome="error",status="503"}'),
     gcSeconds: ['minor', 'major', 'incremental', 'weakcb'].reduce((n, kind) => n + get('nodejs_gc_duration_seconds_sum', `{kind="${kind}"}`), 0),
+    // Cumulative counts of pamgate_audit_write_seconds, by bucket upper bound (seconds).
+    writeBuckets: WRITE_BUCKETS.map((le) => get('pamgate_audit_write_seconds_bucket', `{le="${le}"}`)),
   };
+}
+
+const WRITE_BUCKETS = ['0.0005', '0.001', '0.002', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '1', '+Inf'];
+
+/** The q-quantile of durable-write time over runs, as "≤ bucket bound" in ms, from histogram deltas. */
+function writeQuantile(runs, q) {
+  const counts = WRITE_BUCKETS.map((_, i) => runs.reduce((n, r) => n + (r.audit?.writeBuckets[i] ?? 0), 0));
+  const total = counts.at(-1);
+  if (!total) return null;
+  const i = counts.findIndex((c) => c >= q * total);
+  return WRITE_BUCKETS[i] === '+Inf' ? '>1000' : `≤${Number(WRITE_BUCKETS[i]) * 1000}`;
 }
 
 function runWrk(url, scenario, seconds, tokens) {
@@ -467,7 +480,7 @@ async function measureOnce(cell, seconds, ctx) {
     upNew: u1.accepted - u0.accepted,
     upUsed: u1.used,
     gcPct: m1 ? (100 * (m1.gcSeconds - m0.gcSeconds)) / wall : null,
-    audit: m1 && { events: m1.events - m0.events, batches: m1.batches - m0.batches, maxBatch: m1.maxBatch, forwarded: m1.forward200 - m0.forward200, blocked: m1.block403 - m0.block403, errors: m1.errors - m0.errors },
+    audit: m1 && { writeBuckets: m1.writeBuckets.map((c, i) => c - m0.writeBuckets[i]), events: m1.events - m0.events, batches: m1.batches - m0.batches, maxBatch: m1.maxBatch, forwarded: m1.forward200 - m0.forward200, blocked: m1.block403 - m0.block403, errors: m1.errors - m0.errors },
   };
 }
 
@@ -587,6 +600,8 @@ function summarise(cells, results) {
       upNew: runs.reduce((n, r) => n + r.upNew, 0),
       perFsync: a.length && a.some((r) => r.audit.batches > 0) ? a.reduce((n, r) => n + r.audit.events, 0) / a.reduce((n, r) => n + r.audit.batches, 0) : null,
       maxBatch: a.length ? Math.max(...a.map((r) => r.audit.maxBatch)) : null,
+      write50: a.length ? writeQuantile(a, 0.5) : null,
+      write99: a.length ? writeQuantile(a, 0.99) : null,
       runs,
     });
   }
@@ -602,7 +617,7 @@ function roundRatios(x, y) {
 }
 
 function table(rows) {
-  const head = ['scen', 'target', 'req/s med', 'min', 'max', 'p50 ms', 'p99 ms', 'proxy CPU%', 'proxy CPU µs/req', 'GC %', 'upstr CPU%', 'up conns used/new', 'ev/fsync', 'foreign CPU% (reruns)', 'vs http-proxy'];
+  const head = ['scen', 'target', 'req/s med', 'min', 'max', 'p50 ms', 'p99 ms', 'proxy CPU%', 'proxy CPU µs/req', 'GC %', 'upstr CPU%', 'up conns used/new', 'ev/fsync', 'sync p50/p99 ms', 'foreign CPU% (reruns)', 'vs http-proxy'];
   const body = [];
   for (const row of rows.values()) {
     const { cell } = row;
@@ -612,7 +627,7 @@ function table(rows) {
     const ratio = ref ? row.rps / ref.rps : null;
     body.push([
       cell.scenario, cell.target, fmt(row.rps), fmt(row.min), fmt(row.max), fmt(row.p50, 2), fmt(row.p99, 2),
-      fmt(row.cpu, 0), fmt(row.usPerReq, 0), fmt(row.gcPct, 1), fmt(row.upCpu, 0), `${row.upUsed}/${row.upNew}`, row.perFsync === null ? '—' : `${fmt(row.perFsync, 1)} (max ${row.maxBatch})`, `${fmt(row.foreign, 0)} (${row.retries})`,
+      fmt(row.cpu, 0), fmt(row.usPerReq, 0), fmt(row.gcPct, 1), fmt(row.upCpu, 0), `${row.upUsed}/${row.upNew}`, row.perFsync === null ? '—' : `${fmt(row.perFsync, 1)} (max ${row.maxBatch})`, row.write50 === null ? '—' : `${row.write50} / ${row.write99}`, `${fmt(row.foreign, 0)} (${row.retries})`,
       ratio === null ? '—' : `${fmt(ratio, 3)}×${refScenario !== cell.scenario ? ` (${refScenario})` : ''}`,
     ]);
   }

@@ -92,7 +92,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const lock = await lockDataDir(opts.dataDir, log);
   let started = false;
   try {
-    const audit = await AuditLog.open({ dir: opts.dataDir, now, ...(opts.auditMaxBytes ? { maxBytes: opts.auditMaxBytes } : {}), ...(opts.auditFs ? { fs: opts.auditFs } : {}) });
+    // Created before what it reports on: the gauges read audit and service only when scraped.
+    const metrics = createMetrics(() => audit.stats(), () => service.activeGrantCount());
+    const audit = await AuditLog.open({ dir: opts.dataDir, now, onDurable: metrics.onAuditDurable, ...(opts.auditMaxBytes ? { maxBytes: opts.auditMaxBytes } : {}), ...(opts.auditFs ? { fs: opts.auditFs } : {}) });
     const store: RequestStore = await openStore(opts, log);
     const service = new AccessService(store, audit, () => policies, now);
     // Shared store: follow the other instances; grants count only while that view is fresh.
@@ -110,7 +112,6 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     await audit.append({ type: 'gateway.started', actor: null, upstream: upstreamUrl, pid: process.pid, store: sync ? 'redis' : 'embedded' });
     await audit.append({ type: 'policy.loaded', actor: null, file: opts.configPath, policies: policies.policies.size });
 
-    const metrics = createMetrics(() => audit.stats(), () => service.activeGrantCount());
     // Known once the control listener is bound (its port may be ephemeral).
     let requestUrl = '';
     const forwarder = new Forwarder(upstreamUrl);

@@ -1,4 +1,4 @@
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** Prometheus metrics of one gateway process. */
 export function createMetrics(auditStats: () => { events: number; batches: number; maxBatch: number }, activeGrants: () => number) {
@@ -25,9 +25,20 @@ export function createMetrics(auditStats: () => { events: number; batches: numbe
   new Gauge({ name: 'pamgate_audit_events_total', help: 'Audit events written since start', registers: [registry], collect() { this.set(auditStats().events); } });
   new Gauge({ name: 'pamgate_audit_fsync_batches_total', help: 'Audit batches made durable since start (one O_DSYNC write each: group commit)', registers: [registry], collect() { this.set(auditStats().batches); } });
   new Gauge({ name: 'pamgate_audit_fsync_max_batch', help: 'Most audit events one durable write has carried since start', registers: [registry], collect() { this.set(auditStats().maxBatch); } });
+  // Observed once per batch, not per request: how long the disk takes to make a batch durable,
+  // which every gated request waits for (the first thing to look at when gated latency rises).
+  const auditWrite = new Histogram({
+    name: 'pamgate_audit_write_seconds',
+    help: 'Time to make one audit batch durable (write with O_DSYNC)',
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [registry],
+  });
   new Gauge({ name: 'pamgate_active_grants', help: 'Approved, unexpired grants known to this instance', registers: [registry], collect() { this.set(activeGrants()); } });
   return {
     registry,
+    onAuditDurable(seconds: number): void {
+      auditWrite.observe(seconds);
+    },
     onDecision(outcome: string, status: number): void {
       let byStatus = tallies.get(outcome);
       if (byStatus === undefined) tallies.set(outcome, (byStatus = new Map()));

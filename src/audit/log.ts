@@ -28,6 +28,8 @@ export interface AuditLogOptions {
   fs?: AuditFs;
   /** Rotate the live file into a numbered segment once it reaches this size; default 64 MiB. */
   maxBytes?: number;
+  /** Called after each batch is durable with the seconds its write took (the disk's sync latency, for metrics). */
+  onDurable?: (seconds: number, events: number) => void;
 }
 
 export const DEFAULT_MAX_BYTES = 64 * 1024 * 1024;
@@ -75,6 +77,7 @@ class Queue {
 }
 
 interface State {
+  onDurable: ((seconds: number, events: number) => void) | undefined;
   dir: string;
   path: string;
   fs: AuditFs;
@@ -98,6 +101,7 @@ export class AuditLog {
   readonly #fs: AuditFs;
   readonly #now: () => number;
   readonly #maxBytes: number;
+  readonly #onDurable: ((seconds: number, events: number) => void) | undefined;
   #fd: number;
   readonly #headFd: number;
   #nextSegment: number;
@@ -143,6 +147,7 @@ export class AuditLog {
     this.#fs = s.fs;
     this.#now = s.now;
     this.#maxBytes = s.maxBytes;
+    this.#onDurable = s.onDurable;
     this.#nextSegment = s.nextSegment;
     this.#fd = s.fd;
     this.#headFd = s.headFd;
@@ -167,7 +172,7 @@ export class AuditLog {
       const head = await readHead(headPath);
       headFd = await fs.open(headPath, fsConstants.O_RDWR | fsConstants.O_CREAT, FILE_MODE);
       const log = new AuditLog({
-        dir: opts.dir, path, fs, now: opts.now ?? Date.now, fd, headFd,
+        dir: opts.dir, path, fs, now: opts.now ?? Date.now, fd, headFd, onDurable: opts.onDurable,
         maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES, nextSegment: (segments.at(-1)?.index ?? 0) + 1,
         seq: tail.seq, prev: tail.hash, size: tail.durableSize,
       });
@@ -321,6 +326,7 @@ export class AuditLog {
     }
     const buf = Buffer.from(text, 'utf8');
 
+    const started = this.#onDurable === undefined ? 0 : performance.now();
     try {
       await this.#truncateIfPending();
       let off = 0;
@@ -337,6 +343,7 @@ export class AuditLog {
       return;
     }
 
+    if (this.#onDurable !== undefined) this.#onDurable((performance.now() - started) / 1000, n);
     this.#seq = seq;
     this.#prev = prev;
     this.#size += buf.length;

@@ -249,6 +249,20 @@ describe('control API basics', () => {
     expect((await api(gw.controlUrl, 'GET', '/api/openapi.json')).body.openapi).toBe('3.1.0');
   });
 
+  it('metrics count audit events and time each durable audit write', async () => {
+    const scrape = async (): Promise<{ events: number; writes: number; batches: number }> => {
+      const text = (await api(gw.controlUrl, 'GET', '/metrics')).body as string;
+      const value = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+      return { events: value('pamgate_audit_events_total'), writes: value('pamgate_audit_write_seconds_count'), batches: value('pamgate_audit_fsync_batches_total') };
+    };
+    const before = await scrape();
+    expect((await invoke(gw.proxyUrl, 'New-JournalRule', {}, t.mallory)).status).toBe(403); // audited task.blocked
+    const after = await scrape();
+    expect(after.events).toBe(before.events + 1);
+    expect(after.writes).toBe(before.writes + 1);
+    expect(after.writes).toBe(after.batches); // one observation per durable batch, since start
+  });
+
   it('review: admins see grants in a period with use counts', async () => {
     const id = await requestAccess('dave', { task: 'Search-Mailbox' });
     await invoke(gw.proxyUrl, 'Search-Mailbox', {}, t.dave);
