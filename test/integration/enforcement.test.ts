@@ -256,7 +256,8 @@ describe('control API basics', () => {
       return { events: value('pamgate_audit_events_total'), writes: value('pamgate_audit_write_seconds_count'), batches: value('pamgate_audit_fsync_batches_total') };
     };
     const before = await scrape();
-    expect((await invoke(gw.proxyUrl, 'New-JournalRule', {}, t.mallory)).status).toBe(403); // audited task.blocked
+    const stranger = await token('metrics-stranger@contoso.com'); // holds no grant in this file
+    expect((await invoke(gw.proxyUrl, 'New-JournalRule', {}, stranger)).status).toBe(403); // audited task.blocked
     const after = await scrape();
     expect(after.events).toBe(before.events + 1);
     expect(after.writes).toBe(before.writes + 1);
