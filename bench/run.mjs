@@ -9,6 +9,8 @@
 //   --keep           keep the gateways' data dirs (audit files) under bench/out/
 //   --only a,b/gateway,http-proxy   run only these cells (scenario, target or scenario/target)
 //   --ab DIST/cli.js  also measure a second gateway build as target "gateway-B" (A/B test a change)
+//   --ab-node-args="FLAGS"  gateway-B runs with these node flags (alone: the same build, other flags)
+//   --gateway-node-args="FLAGS"  node flags for the gateways instead of the product's (PRODUCT_NODE_FLAGS)
 //   --with-c-baseline also run http-proxy on scenario (c) (the (c) target compares with http-proxy's (a))
 //   --max-foreign P  rerun a measurement when other processes used more than P% of a CPU (default 10)
 //
@@ -47,6 +49,8 @@ const { values: opt } = parseArgs({
     only: { type: 'string' },
     scenario: { type: 'string' },
     ab: { type: 'string' },
+    'ab-node-args': { type: 'string' },
+    'gateway-node-args': { type: 'string' },
     'with-c-baseline': { type: 'boolean', default: false },
   },
   strict: true,
@@ -60,6 +64,9 @@ const CONNS = Number(opt.connections ?? 32);
 // Smoke mode proves the harness, not the numbers: (d) gets a tenth of the state so it starts fast.
 const LARGE_POLICIES = Number(opt.policies ?? (SMOKE ? 1_000 : 10_000));
 const LARGE_GRANTS = Number(opt.grants ?? (SMOKE ? 10_000 : 100_000));
+/** Node flags the product starts the gateway with (Dockerfile CMD, `npm start`): measured as shipped. */
+const PRODUCT_NODE_FLAGS = ['--min-semi-space-size=32', '--max-semi-space-size=32'];
+const GATEWAY_NODE_FLAGS = opt['gateway-node-args'] !== undefined ? words(opt['gateway-node-args']) : PRODUCT_NODE_FLAGS;
 
 // ---------------------------------------------------------------------------------------------
 // processes
@@ -207,7 +214,11 @@ async function startUpstream(out) {
   };
 }
 
-async function startGateway(name, out, upstreamUrl, policyCount, grantCount, { cpuProf = null, cli = CLI } = {}) {
+function words(text) {
+  return text.split(/\s+/).filter(Boolean);
+}
+
+async function startGateway(name, out, upstreamUrl, policyCount, grantCount, { cpuProf = null, cli = CLI, flags = GATEWAY_NODE_FLAGS } = {}) {
   const dataDir = join(out, name);
   // The policy file lives apart from the data dir, as in a deployment: the gateway watches the
   // policy file's directory, and audit writes next to it would wake that watcher on every batch.
@@ -218,7 +229,7 @@ async function startGateway(name, out, upstreamUrl, policyCount, grantCount, { c
   await writeFile(configPath, policyYaml(policyCount));
   let seeded = 0;
   if (grantCount > 0) seeded = await seedJournal(dataDir, otherUsersGrants(grantCount, policyCount, Date.now()));
-  const nodeArgs = [...(cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`] : []), ...(process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter(Boolean)];
+  const nodeArgs = [...flags, ...(cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`] : [])];
   const t0 = Date.now();
   const child = start(name, pinned(1, [process.execPath, ...nodeArgs, cli, 'serve']), {
     env: {
@@ -736,8 +747,13 @@ async function main() {
     startBaseline(out, upstream.url),
     startNginx(out, upstream.url),
   ]);
-  const alt = opt.ab ? await startGateway('gw-b', out, upstream.url, 10, 0, { cli: resolve(opt.ab) }) : null;
+  // A/B: a second build (--ab) and/or the same build with other node flags (--ab-node-args).
+  const abOpts = { cli: opt.ab ? resolve(opt.ab) : CLI, flags: opt['ab-node-args'] !== undefined ? words(opt['ab-node-args']) : GATEWAY_NODE_FLAGS };
+  const withAlt = opt.ab !== undefined || opt['ab-node-args'] !== undefined;
+  const alt = withAlt ? await startGateway('gw-b', out, upstream.url, 10, 0, abOpts) : null;
+  const altLarge = withAlt && (!opt.only || opt.only.includes('d/')) ? await startGateway('gw-b-large', out, upstream.url, LARGE_POLICIES, LARGE_GRANTS, abOpts) : null;
   if (alt) await grantBenchUser(alt, tokens);
+  if (altLarge) await grantBenchUser(altLarge, tokens);
   if (!nginx) console.log('NOTICE: nginx not found (Debian: apt-get install nginx-light): the nginx target is skipped');
   console.log(`gateways: small ${small.policies} policies (started in ${small.startMs} ms); large ${large.policies} policies + ${large.seeded} seeded grants of other users (started in ${large.startMs} ms)`);
   await grantBenchUser(small, tokens);
@@ -761,6 +777,7 @@ async function main() {
     cell('b', 'gateway', small.proxyUrl, small.child, small),
     cell('d', 'gateway', large.proxyUrl, large.child, large),
     ...(alt ? [cell('b', 'gateway-B', alt.proxyUrl, alt.child, alt)] : []),
+    ...(altLarge ? [cell('d', 'gateway-B', altLarge.proxyUrl, altLarge.child, altLarge)] : []),
     ...(nginx ? [cell('b', 'nginx', nginx.url, nginx.child)] : []),
     cell('b', 'direct', upstream.url, null),
   ]);
