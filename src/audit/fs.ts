@@ -2,13 +2,15 @@ import * as nodeFs from 'node:fs';
 
 /**
  * The file primitives the writer uses, as promises over raw fds. Injectable so tests can make
- * write/truncate fail; production uses {@link nodeAuditFs}. There is no fsync here: the live file
- * is opened O_DSYNC, so a failing write is also how a failing sync shows.
+ * write/sync/truncate fail; production uses {@link nodeAuditFs}. On Linux the live file is opened
+ * O_DSYNC, so a failing write is also how a failing sync shows; fdatasync is used after a cut-back
+ * and, elsewhere, after every batch.
  */
 export interface AuditFs {
   open(path: string, flags: string | number, mode: number): Promise<number>;
   /** Like fs.write: returns bytes written; `position` null appends (fd opened O_APPEND). */
   write(fd: number, buffer: Buffer, offset: number, length: number, position: number | null): Promise<number>;
+  fdatasync(fd: number): Promise<void>;
   ftruncate(fd: number, length: number): Promise<void>;
   close(fd: number): Promise<void>;
   /** Segment rotation; optional so older fakes keep working (node:fs is used when absent). */
@@ -31,6 +33,8 @@ export const nodeAuditFs: AuditFs = Object.freeze({
     new Promise<number>((resolve, reject) =>
       nodeFs.write(fd, buffer, offset, length, position, (err, written) => (err ? reject(err) : resolve(written))),
     ),
+  fdatasync: (fd: number): Promise<void> =>
+    new Promise<void>((resolve, reject) => nodeFs.fdatasync(fd, done(resolve, reject))),
   ftruncate: (fd: number, length: number): Promise<void> =>
     new Promise<void>((resolve, reject) => nodeFs.ftruncate(fd, length, done(resolve, reject))),
   close: (fd: number): Promise<void> =>

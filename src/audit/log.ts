@@ -30,6 +30,8 @@ export interface AuditLogOptions {
   maxBytes?: number;
   /** Called after each batch is durable with the seconds its write took (the disk's sync latency, for metrics). */
   onDurable?: (seconds: number, events: number) => void;
+  /** Default: 'o_dsync' on Linux, 'fdatasync' elsewhere (see SyncMode). */
+  syncMode?: SyncMode;
 }
 
 export const DEFAULT_MAX_BYTES = 64 * 1024 * 1024;
@@ -42,10 +44,14 @@ export interface AuditStats {
 
 const FILE_MODE = 0o600;
 /**
- * O_DSYNC: a write returns only once its bytes (and the size change) are on stable storage, so a
- * batch costs one write instead of write + fdatasync — one threadpool round trip, not two.
+ * How a batch is made durable. 'o_dsync' (Linux): the live file is opened O_DSYNC, so a write
+ * returns only once its bytes and the size change are on stable storage; a batch is one write,
+ * one threadpool round trip. 'fdatasync' (elsewhere): write, then fdatasync — on macOS libuv's
+ * fdatasync is F_FULLFSYNC, which flushes the drive's cache; O_DSYNC there does not.
  */
-const LIVE_FLAGS = fsConstants.O_WRONLY | fsConstants.O_APPEND | fsConstants.O_CREAT | fsConstants.O_DSYNC;
+export type SyncMode = 'o_dsync' | 'fdatasync';
+const DEFAULT_SYNC_MODE: SyncMode = process.platform === 'linux' ? 'o_dsync' : 'fdatasync';
+const APPEND_FLAGS = fsConstants.O_WRONLY | fsConstants.O_APPEND | fsConstants.O_CREAT;
 /** audit.head is rewritten at most this often; it may lag the file (never lead it), and close() flushes it. */
 const HEAD_INTERVAL_MS = 100;
 const PROBE: Buffer = Buffer.from('\n');
@@ -78,6 +84,7 @@ class Queue {
 
 interface State {
   onDurable: ((seconds: number, events: number) => void) | undefined;
+  syncMode: SyncMode;
   dir: string;
   path: string;
   fs: AuditFs;
@@ -93,7 +100,7 @@ interface State {
 
 /**
  * Append-only, hash-chained audit file with group commit: appends that arrive while a batch
- * is being written and fsync'ed are written and fsync'ed together in the next batch.
+ * is being made durable are made durable together in the next batch.
  */
 export class AuditLog {
   readonly path: string;
@@ -102,13 +109,14 @@ export class AuditLog {
   readonly #now: () => number;
   readonly #maxBytes: number;
   readonly #onDurable: ((seconds: number, events: number) => void) | undefined;
+  readonly #syncMode: SyncMode;
   #fd: number;
   readonly #headFd: number;
   #nextSegment: number;
   /** A rotation renamed the live file but could not create a new one: writes go on into the segment. */
   #liveMissing = false;
 
-  // Chain state of the last durable line; only advanced after a batch's fsync succeeded.
+  // Chain state of the last durable line; only advanced once a batch is durable.
   #seq: number;
   #prev: string;
   #size: number;
@@ -148,6 +156,7 @@ export class AuditLog {
     this.#now = s.now;
     this.#maxBytes = s.maxBytes;
     this.#onDurable = s.onDurable;
+    this.#syncMode = s.syncMode;
     this.#nextSegment = s.nextSegment;
     this.#fd = s.fd;
     this.#headFd = s.headFd;
@@ -162,8 +171,8 @@ export class AuditLog {
     await mkdir(opts.dir, { recursive: true, mode: 0o700 });
     const path = join(opts.dir, LIVE_FILE);
     const headPath = join(opts.dir, HEAD_FILE);
-    if (typeof fsConstants.O_DSYNC !== 'number') throw new Error('the audit log needs O_DSYNC (Linux or macOS) to make each batch durable');
-    const fd = await fs.open(path, LIVE_FLAGS, FILE_MODE);
+    const syncMode = opts.syncMode ?? DEFAULT_SYNC_MODE;
+    const fd = await fs.open(path, liveFlags(syncMode), FILE_MODE);
     let headFd = -1;
     try {
       const segments = await listSegments(opts.dir);
@@ -172,7 +181,7 @@ export class AuditLog {
       const head = await readHead(headPath);
       headFd = await fs.open(headPath, fsConstants.O_RDWR | fsConstants.O_CREAT, FILE_MODE);
       const log = new AuditLog({
-        dir: opts.dir, path, fs, now: opts.now ?? Date.now, fd, headFd, onDurable: opts.onDurable,
+        dir: opts.dir, path, fs, now: opts.now ?? Date.now, fd, headFd, onDurable: opts.onDurable, syncMode,
         maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES, nextSegment: (segments.at(-1)?.index ?? 0) + 1,
         seq: tail.seq, prev: tail.hash, size: tail.durableSize,
       });
@@ -212,7 +221,7 @@ export class AuditLog {
     });
   }
 
-  /** False after the last write/fsync failed; true again after a later one succeeds. */
+  /** False after the last durable write failed; true again after a later one succeeds. */
   get healthy(): boolean {
     return this.#healthy;
   }
@@ -307,6 +316,7 @@ export class AuditLog {
         this.#truncatePending = true;
         const written = await this.#fs.write(this.#fd, PROBE, 0, 1, null);
         if (written !== 1) throw new Error('audit probe write made no progress');
+        await this.#syncIfNeeded();
         await this.#truncateIfPending();
         this.#healthy = true;
       } catch {
@@ -335,6 +345,7 @@ export class AuditLog {
         if (written <= 0) throw new Error('audit write made no progress');
         off += written;
       }
+      await this.#syncIfNeeded();
     } catch (err) {
       // Whatever reached the file is neither durable nor acknowledged: cut back to the last durable line.
       this.#truncatePending = true;
@@ -343,7 +354,7 @@ export class AuditLog {
       return;
     }
 
-    if (this.#onDurable !== undefined) this.#onDurable((performance.now() - started) / 1000, n);
+    const seconds = this.#onDurable === undefined ? 0 : (performance.now() - started) / 1000;
     this.#seq = seq;
     this.#prev = prev;
     this.#size += buf.length;
@@ -353,6 +364,18 @@ export class AuditLog {
     if (n > this.#maxBatch) this.#maxBatch = n;
     for (let i = 0; i < n; i++) batch.resolves[i]!();
     this.#updateHead(seq, prev);
+    if (this.#onDurable !== undefined) {
+      try {
+        this.#onDurable(seconds, n);
+      } catch {
+        // Metrics must never fail a batch that is already durable and acknowledged.
+      }
+    }
+  }
+
+  /** 'fdatasync' mode only: in 'o_dsync' mode the write itself was synchronous. */
+  async #syncIfNeeded(): Promise<void> {
+    if (this.#syncMode === 'fdatasync') await this.#fs.fdatasync(this.#fd);
   }
 
   /**
@@ -372,7 +395,7 @@ export class AuditLog {
         this.#liveMissing = true;
         await syncDir(this.#dir);
       }
-      const fd = await this.#fs.open(this.path, LIVE_FLAGS, FILE_MODE);
+      const fd = await this.#fs.open(this.path, liveFlags(this.#syncMode), FILE_MODE);
       const old = this.#fd;
       this.#fd = fd;
       this.#size = 0;
@@ -384,9 +407,16 @@ export class AuditLog {
     }
   }
 
+  /**
+   * Cuts the file back to the last durable line, and makes the cut durable before anything else is
+   * written: with synchronous writes, whole lines of a batch that failed part-way may already be on
+   * disk, and must not come back after a crash as if they had been recorded. (A crash before this
+   * runs can still bring them back: the window between the failed write and the cut.)
+   */
   async #truncateIfPending(): Promise<void> {
     if (!this.#truncatePending) return;
     await this.#fs.ftruncate(this.#fd, this.#size);
+    await this.#fs.fdatasync(this.#fd);
     this.#truncatePending = false;
   }
 
@@ -396,7 +426,8 @@ export class AuditLog {
     for (let i = 0; i < rejects.length; i++) rejects[i]!(err);
   }
 
-  // The head may lag the file (a crash before this write) but never lead it, so it needs no sync.
+  // The head lags the file by up to HEAD_INTERVAL_MS (more after a crash) but never leads it, so it
+  // needs no sync. Monotonic time: a wall-clock step back must not freeze it.
   // Throttled: written at once when the last write is HEAD_INTERVAL_MS old, else when it will be;
   // one write in flight, always carrying the newest position.
   #updateHead(seq: number, hash: string): void {
@@ -407,7 +438,7 @@ export class AuditLog {
 
   #scheduleHead(): void {
     if (this.#headBusy || this.#headTimer !== null) return; // the write in flight reschedules when done
-    const wait = this.#headWrittenAt + HEAD_INTERVAL_MS - Date.now();
+    const wait = this.#headWrittenAt + HEAD_INTERVAL_MS - performance.now();
     if (wait <= 0) {
       void this.#writeHead();
       return;
@@ -424,7 +455,7 @@ export class AuditLog {
   async #writeHead(): Promise<void> {
     this.#headBusy = true;
     const seq = this.#headSeq;
-    this.#headWrittenAt = Date.now();
+    this.#headWrittenAt = performance.now();
     encodeHead(seq, this.#headHash, this.#headBuf);
     try {
       await this.#fs.write(this.#headFd, this.#headBuf, 0, HEAD_SIZE, 0);
@@ -438,6 +469,10 @@ export class AuditLog {
     this.#headIdleWaiters = [];
     for (const resolve of waiters) resolve();
   }
+}
+
+function liveFlags(mode: SyncMode): number {
+  return mode === 'o_dsync' ? APPEND_FLAGS | fsConstants.O_DSYNC : APPEND_FLAGS;
 }
 
 function nextCheckPhase(): Promise<void> {

@@ -12,10 +12,13 @@ export class ExpiryQueue {
     return this.times.length;
   }
 
-  push(at: number, id: string): void {
+  /** A time that is not a finite number (an unparseable deadline) is refused: NaN would block the heap. */
+  push(at: number, id: string): boolean {
+    if (!Number.isFinite(at)) return false;
     this.times.push(at);
     this.ids.push(id);
     this.up(this.times.length - 1);
+    return true;
   }
 
   /** Removes and returns every id due at `now` (at ≤ now), earliest first. */

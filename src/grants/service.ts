@@ -339,6 +339,7 @@ export class AccessService {
     if (known !== undefined && model.progress(known) > model.progress(req)) return;
     this.requests.set(req.id, req);
     const dueAt = expiryOf(req);
+    // A deadline that does not parse is never swept (the hot path still refuses the grant: decide() needs a valid expiry).
     if (dueAt !== null && (known === undefined || expiryOf(known) !== dueAt)) this.due.push(Date.parse(dueAt), req.id);
     const existing = this.grantsByUser.get(req.requester);
     const grant = model.grantOf(req);

@@ -17,7 +17,7 @@ export function sendError(res: ServerResponse, status: number, error: GatewayErr
   sendErrorBody(res, status, errorBody(error), extraHeaders);
 }
 
-/** Answers with an already serialised error body (the 403 of a blocked task is built once per task and policy). */
+/** Answers with an already serialised error body (a blocked task's 401/403/503 is built once per task, policy and status). */
 export function sendErrorBody(res: ServerResponse, status: number, body: Buffer, extraHeaders?: Record<string, string>): void {
   if (res.headersSent) {
     res.destroy();

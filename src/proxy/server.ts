@@ -226,12 +226,15 @@ const RETRY_SOON = Object.freeze({ 'retry-after': '1' });
 /**
  * Serialised bodies of blocked answers: one per (status, policy, task as typed, request URL), the
  * same for every caller, so a stream of refusals does not rebuild and re-serialise each one. The
- * task comes from the caller, so the cache is bounded: emptied whenever it outgrows BODY_CACHE_MAX.
+ * task name comes from the caller (anything may precede a module prefix `\`), so only short names
+ * are kept, and the cache is emptied whenever it reaches BODY_CACHE_MAX entries: at most ~1 MiB.
  */
 const blockedBodies = new Map<string, Buffer>();
 const BODY_CACHE_MAX = 1024;
+const CACHED_NAME_MAX = 128;
 
 function blockedBody(ctx: ProxyContext, v: Verdict, status: number): Buffer {
+  if (v.command.name.length > CACHED_NAME_MAX) return errorBody(blockedError(ctx, v, status));
   const key = status + '\0' + v.policy.id + '\0' + v.command.name + '\0' + ctx.requestUrl;
   let body = blockedBodies.get(key);
   if (body === undefined) {

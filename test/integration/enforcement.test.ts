@@ -249,6 +249,17 @@ describe('control API basics', () => {
     expect((await api(gw.controlUrl, 'GET', '/api/openapi.json')).body.openapi).toBe('3.1.0');
   });
 
+  it('a blocked call names the task as typed, however long (long names are answered but not cached)', async () => {
+    const stranger = await token('long-name@contoso.com');
+    for (const name of ['New-JournalRule', `${'m'.repeat(300)}\\New-JournalRule`]) {
+      for (let i = 0; i < 2; i++) {
+        const r = await invoke(gw.proxyUrl, name, {}, stranger);
+        expect(r.status).toBe(403);
+        expect(r.body.error).toMatchObject({ code: 'PrivilegedAccessRequired', task: name, policy: 'journal-rules' });
+      }
+    }
+  });
+
   it('metrics count audit events and time each durable audit write', async () => {
     const scrape = async (): Promise<{ events: number; writes: number; batches: number }> => {
       const text = (await api(gw.controlUrl, 'GET', '/metrics')).body as string;

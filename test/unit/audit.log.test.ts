@@ -92,14 +92,15 @@ describe('AuditLog group commit', () => {
 
   it('appends made by separate callbacks in one event-loop turn share one write', async () => {
     const log = await AuditLog.open({ dir });
-    // Ten timer callbacks that fire in one timers phase, like ten sockets read in one poll phase.
+    // Ten callbacks that run in one phase of one loop turn, like ten sockets read in one poll phase
+    // (immediates queued together run together; microtasks run between them).
     const appends = await new Promise<Array<Promise<void>>>((resolve) => {
       const made: Array<Promise<void>> = [];
       for (let i = 0; i < 10; i++) {
-        setTimeout(() => {
+        setImmediate(() => {
           made.push(log.append({ type: 'request.created', i }));
           if (made.length === 10) resolve(made);
-        }, 0);
+        });
       }
     });
     await Promise.all(appends);
@@ -107,17 +108,49 @@ describe('AuditLog group commit', () => {
     await log.close();
   });
 
-  it('opens the live file O_DSYNC, so each batch is durable when its one write returns', async () => {
+  it('opens the live file O_DSYNC (and again after each rotation), so each batch is durable when its one write returns', async () => {
     const flags: Array<string | number> = [];
-    const fs: AuditFs = { ...nodeAuditFs, open: (path, f, mode) => (path.endsWith('audit.jsonl') && flags.push(f), nodeAuditFs.open(path, f, mode)) };
-    const log = await AuditLog.open({ dir, fs });
+    let syncs = 0;
+    const fs: AuditFs = {
+      ...nodeAuditFs,
+      open: (path, f, mode) => (path.endsWith('audit.jsonl') && flags.push(f), nodeAuditFs.open(path, f, mode)),
+      fdatasync: (fd) => (syncs++, nodeAuditFs.fdatasync(fd)),
+    };
+    const log = await AuditLog.open({ dir, fs, syncMode: 'o_dsync', maxBytes: 600 });
+    for (let i = 0; i < 6; i++) await log.append({ type: 'rotate-me', pad: 'x'.repeat(200) });
     await log.close();
-    expect(flags).toHaveLength(1);
-    expect(typeof flags[0]).toBe('number');
-    const f = flags[0] as number;
-    expect(f & fsConstants.O_DSYNC).toBe(fsConstants.O_DSYNC);
-    expect(f & fsConstants.O_APPEND).toBe(fsConstants.O_APPEND);
-    expect(f & fsConstants.O_TRUNC).toBe(0);
+    expect(flags.length).toBeGreaterThan(2); // the first open and at least two rotations
+    for (const f of flags) {
+      expect(typeof f).toBe('number');
+      expect((f as number) & fsConstants.O_DSYNC).toBe(fsConstants.O_DSYNC);
+      expect((f as number) & fsConstants.O_APPEND).toBe(fsConstants.O_APPEND);
+      expect((f as number) & fsConstants.O_TRUNC).toBe(0);
+    }
+    expect(syncs).toBe(0); // no separate sync on the happy path
+  });
+
+  it("in 'fdatasync' mode (non-Linux default) opens without O_DSYNC and resolves a batch only after its fdatasync", async () => {
+    const flags: Array<string | number> = [];
+    const calls: string[] = [];
+    const fs: AuditFs = {
+      ...nodeAuditFs,
+      open: (path, f, mode) => (path.endsWith('audit.jsonl') && flags.push(f), nodeAuditFs.open(path, f, mode)),
+      write: async (fd, buf, off, len, pos) => {
+        const n = await nodeAuditFs.write(fd, buf, off, len, pos);
+        if (pos === null) calls.push('write');
+        return n;
+      },
+      fdatasync: async (fd) => {
+        await new Promise((r) => setTimeout(r, 3));
+        await nodeAuditFs.fdatasync(fd);
+        calls.push('fdatasync');
+      },
+    };
+    const log = await AuditLog.open({ dir, fs, syncMode: 'fdatasync' });
+    await Promise.all([1, 2, 3].map((i) => log.append({ type: 'x', i }).then(() => calls.push(`resolve ${i}`))));
+    await log.close();
+    expect((flags[0] as number) & fsConstants.O_DSYNC).toBe(0);
+    expect(calls).toEqual(['write', 'fdatasync', 'resolve 1', 'resolve 2', 'resolve 3']);
   });
 
   it('resolves each append only after the durable write of its batch, and batches appends that arrive during one', async () => {
@@ -196,7 +229,11 @@ describe('AuditLog lifecycle', () => {
     const fs: AuditFs = { ...nodeAuditFs, write: (fd, buf, off, len, pos) => (pos === 0 && headWrites++, nodeAuditFs.write(fd, buf, off, len, pos)) };
     const log = await AuditLog.open({ dir, fs });
     const started = Date.now();
-    for (let i = 0; i < 30; i++) await log.append({ type: 'one-batch-each', i });
+    for (let i = 0; i < 30; i++) {
+      await log.append({ type: 'one-batch-each', i });
+      const head = await readFile(join(dir, 'audit.head'), 'latin1');
+      if (head.trim() !== '') expect((JSON.parse(head) as { seq: number }).seq).toBeLessThanOrEqual(i + 1); // never ahead of the file
+    }
     const elapsed = Date.now() - started;
     await new Promise((r) => setTimeout(r, 150));
     const whileRunning = headWrites;

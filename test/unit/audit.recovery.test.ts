@@ -187,6 +187,31 @@ describe('write and sync failures', () => {
     expect(await verifyAuditFile(log.path)).toMatchObject({ ok: true, events: 2 });
   });
 
+  it('makes the cut-back durable (fdatasync after the truncate) before anything else is written', async () => {
+    const calls: string[] = [];
+    const { fs, faults } = faultyFs();
+    const traced: AuditFs = {
+      ...fs,
+      write: async (fd, buf, off, len, pos) => {
+        if (pos === null) calls.push('write');
+        return fs.write(fd, buf, off, len, pos);
+      },
+      ftruncate: async (fd, len) => (calls.push('ftruncate'), fs.ftruncate(fd, len)),
+      fdatasync: async (fd) => (calls.push('fdatasync'), fs.fdatasync(fd)),
+    };
+    const log = await AuditLog.open({ dir, fs: traced });
+    await log.append({ type: 'before' });
+    faults.write = eio('write');
+    faults.partial = 'half';
+    await expect(log.append({ type: 'lost' })).rejects.toThrow(/EIO/);
+    faults.write = null;
+    await log.append({ type: 'after' });
+    await log.close();
+    const cut = calls.indexOf('ftruncate');
+    expect(cut).toBeGreaterThan(0);
+    expect(calls.slice(cut, cut + 3)).toEqual(['ftruncate', 'fdatasync', 'write']);
+  });
+
   it('probe reports the disk state without needing an event', async () => {
     const { fs, faults } = faultyFs();
     const log = await AuditLog.open({ dir, fs });

@@ -35,6 +35,15 @@ describe('ExpiryQueue', () => {
     expect(queue.size).toBe(0);
   });
 
+  it('refuses a time that is not a finite number, so one bad deadline cannot block the others', () => {
+    const queue = new ExpiryQueue();
+    expect(queue.push(100, 'a')).toBe(true);
+    expect(queue.push(Number.NaN, 'bad')).toBe(false);
+    expect(queue.push(Number.POSITIVE_INFINITY, 'never')).toBe(false);
+    expect(queue.push(50, 'b')).toBe(true);
+    expect(queue.popDue(1e15)).toEqual(['b', 'a']);
+  });
+
   it('keeps duplicates (an id queued twice pops twice) and empties on clear', () => {
     const queue = new ExpiryQueue();
     queue.push(5, 'a');

@@ -14,6 +14,10 @@ export function switchableFs(): { fs: AuditFs; fail(code: 'ENOSPC' | 'EIO' | 'ER
       }
       return nodeAuditFs.write(fd, buf, off, len, pos);
     },
+    fdatasync: async (fd) => {
+      if (failing === 'EIO') throw error();
+      return nodeAuditFs.fdatasync(fd);
+    },
   };
   return { fs, fail: (code) => (failing = code) };
 }
