@@ -29,6 +29,4 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.ADMIN_PORT||8081)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # SIGTERM drains in-flight requests and flushes the audit file (exit 0).
 STOPSIGNAL SIGTERM
-# A fixed 32 MiB young generation: fewer, cheaper minor GCs on the data path (bench/RESULTS.md:
-# 6-8 % less CPU per gated request, GC share 3.7 -> 1.4 %), for a fixed +64 MiB of memory.
-CMD ["node", "--min-semi-space-size=32", "--max-semi-space-size=32", "dist/cli.js", "serve"]
+CMD ["node", "dist/cli.js", "serve"]

@@ -65,7 +65,7 @@ const CONNS = Number(opt.connections ?? 32);
 const LARGE_POLICIES = Number(opt.policies ?? (SMOKE ? 1_000 : 10_000));
 const LARGE_GRANTS = Number(opt.grants ?? (SMOKE ? 10_000 : 100_000));
 /** Node flags the product starts the gateway with (Dockerfile CMD, `npm start`): measured as shipped. */
-const PRODUCT_NODE_FLAGS = ['--min-semi-space-size=32', '--max-semi-space-size=32'];
+const PRODUCT_NODE_FLAGS = [];
 const GATEWAY_NODE_FLAGS = opt['gateway-node-args'] !== undefined ? words(opt['gateway-node-args']) : PRODUCT_NODE_FLAGS;
 
 // ---------------------------------------------------------------------------------------------
