@@ -205,7 +205,7 @@ export class AuditLog {
     }
   }
 
-  /** Resolves once the event's line is on stable storage (O_DSYNC write); rejects on I/O error or a bad event. */
+  /** Resolves once the event's line is on stable storage (see SyncMode); rejects on I/O error or a bad event. */
   append(event: AuditEvent): Promise<void> {
     if (this.#closed) return Promise.reject(new Error('audit log is closed'));
     let fields: string;
