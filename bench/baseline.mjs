@@ -1,6 +1,6 @@
-// The baseline: bare http-proxy, what a team would run instead of the gateway. Same agent
-// settings and options as the gateway's Forwarder (keep-alive agent, maxSockets 512,
-// X-Forwarded-*), but streaming the body and looking at nothing.
+// The baseline: bare http-proxy, what a team would run instead of the gateway (issue 5), with a
+// keep-alive agent (maxSockets 512, as the gateway's undici pool has 512 connections) and
+// X-Forwarded-*, streaming the body and looking at nothing.
 // usage: node bench/baseline.mjs UPSTREAM_URL  → prints its URL on stdout
 import { Agent, createServer } from 'node:http';
 import httpProxy from 'http-proxy';
