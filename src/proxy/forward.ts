@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import { parse as legacyParse } from 'node:url';
 import { buildConnector, Pool, type Dispatcher } from 'undici';
+import { SENSITIVE_HEADERS } from './headers.js';
 import { sendError } from './responses.js';
 
 /** Methods forwarded without a length when the client sent neither a body nor a framing header. */
@@ -102,7 +103,10 @@ export class Forwarder {
  */
 class Exchange implements Dispatcher.DispatchHandlers {
   #abort: ((err?: Error) => void) | null = null;
+  /** Set once undici hands the request to a connection: from then on it may reach the upstream. */
+  #sent = false;
   #cancelled = false;
+  #done = false;
   #status = 0;
   #statusText = '';
   #headers: string[] = [];
@@ -121,12 +125,13 @@ class Exchange implements Dispatcher.DispatchHandlers {
   cancel(): void {
     if (this.#cancelled) return;
     this.#cancelled = true;
-    this.#abort?.(new Error('the client went away'));
+    this.#abort?.(new Error('the exchange was cancelled'));
   }
 
   onConnect(abort: (err?: Error) => void): void {
     this.#abort = abort;
-    if (this.#cancelled) abort(new Error('the client went away'));
+    this.#sent = true;
+    if (this.#cancelled) abort(new Error('the exchange was cancelled'));
   }
 
   onHeaders(status: number, raw: Buffer[], resume: () => void, statusText: string): boolean {
@@ -137,9 +142,17 @@ class Exchange implements Dispatcher.DispatchHandlers {
       return false;
     }
     this.#status = status;
-    this.#statusText = statusText;
-    const length = endToEndHeaders(raw, this.#headers);
-    if (length !== null && length <= SMALL_RESPONSE) {
+    // A reason phrase node would refuse to send is dropped; the status code stands.
+    this.#statusText = INVALID_FIELD_CHAR.test(statusText) ? '' : statusText;
+    const framing = endToEndHeaders(raw, this.#headers);
+    if (status === 204 || status === 304) {
+      // Never a body, whatever the head declares (undici would wait for a declared length).
+      this.#done = true;
+      if (this.#writeHead()) res.end();
+      if (framing !== NO_FRAMING) this.cancel();
+      return true;
+    }
+    if (framing >= 0 && framing <= SMALL_RESPONSE) {
       this.#chunks = [];
       return true;
     }
@@ -149,6 +162,7 @@ class Exchange implements Dispatcher.DispatchHandlers {
   }
 
   onData(chunk: Buffer): boolean {
+    if (this.#done) return true;
     if (this.#chunks !== null) {
       this.#chunks.push(chunk);
       return true;
@@ -157,6 +171,8 @@ class Exchange implements Dispatcher.DispatchHandlers {
   }
 
   onComplete(): void {
+    if (this.#done) return;
+    this.#done = true;
     const chunks = this.#chunks;
     if (chunks === null) {
       this.res.end();
@@ -176,7 +192,11 @@ class Exchange implements Dispatcher.DispatchHandlers {
       res.destroy();
       return;
     }
-    sendError(res, 502, { code: 'UpstreamUnavailable', message: `upstream ${this.upstream} did not answer: ${err.message}` });
+    // Once the request was handed to a connection, the upstream may have run it: say so, a retry is not harmless.
+    const message = this.#sent
+      ? `upstream ${this.upstream} failed before answering in full (${err.message}); the request reached it, so the task may have run there`
+      : `upstream ${this.upstream} did not answer: ${err.message}`;
+    sendError(res, 502, { code: 'UpstreamUnavailable', message });
   }
 
   /** False when node refuses the upstream's head (a field it will not send): the client gets a 502 instead. */
@@ -186,37 +206,49 @@ class Exchange implements Dispatcher.DispatchHandlers {
       return true;
     } catch (err) {
       this.cancel();
-      sendError(this.res, 502, { code: 'UpstreamUnavailable', message: `upstream ${this.upstream} sent a response head that cannot be passed on: ${(err as Error).message}` });
+      this.res.statusMessage = '';
+      sendError(this.res, 502, { code: 'UpstreamUnavailable', message: `upstream ${this.upstream} sent a response head that cannot be passed on (${(err as Error).message}); the task may have run there` });
       return false;
     }
   }
 }
+
+/** What node refuses in a header value or reason phrase. */
+const INVALID_FIELD_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
+/** endToEndHeaders' answer for a head with neither Content-Length nor Transfer-Encoding. */
+const NO_FRAMING = -2;
+/** endToEndHeaders' answer for a chunked (or otherwise transfer-coded) head. */
+const TRANSFER_CODED = -1;
 
 /** Hop-by-hop fields of a response: the next hop's framing and connection are this server's own. */
 const RESPONSE_HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
 
 /**
  * Copies the upstream's end-to-end response fields as flat [name, value, …] into `out`, names
- * as the upstream spelled them; returns the declared Content-Length (the first one), or null.
+ * as the upstream spelled them. Returns the declared Content-Length (the first one),
+ * TRANSFER_CODED, or NO_FRAMING.
  */
-function endToEndHeaders(raw: Buffer[], out: string[]): number | null {
-  let length: number | null = null;
+function endToEndHeaders(raw: Buffer[], out: string[]): number {
+  let length = NO_FRAMING;
   let listed: Set<string> | null = null;
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = raw[i]!.toString('latin1');
     const lower = name.toLowerCase();
     const value = raw[i + 1]!.toString('latin1');
     if (lower === 'connection') listed = connectionListed(value) ?? listed;
+    if (lower === 'transfer-encoding') length = TRANSFER_CODED;
     if (RESPONSE_HOP_BY_HOP.has(lower)) continue;
     if (lower === 'content-length') {
-      if (length !== null) continue;
+      if (length !== NO_FRAMING) continue;
       length = Number(value);
     }
     out.push(name, value);
   }
-  if (listed !== null) {
+  // Rare: fields the upstream's Connection names, or a length next to a transfer coding (the coding wins; this hop re-frames).
+  if (listed !== null || length === TRANSFER_CODED) {
+    const drop = (lower: string): boolean => listed?.has(lower) === true || (length === TRANSFER_CODED && lower === 'content-length');
     const kept: string[] = [];
-    for (let i = 0; i < out.length; i += 2) if (!listed.has(out[i]!.toLowerCase())) kept.push(out[i]!, out[i + 1]!);
+    for (let i = 0; i < out.length; i += 2) if (!drop(out[i]!.toLowerCase())) kept.push(out[i]!, out[i + 1]!);
     out.length = 0;
     out.push(...kept);
   }
@@ -237,8 +269,8 @@ function addForwardedHeaders(req: IncomingMessage): void {
 
 /** Hop-by-hop fields (RFC 9110 §7.6.1) meant for this hop only; the upstream connection's framing and keep-alive are the pool's. */
 const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'http2-settings', 'transfer-encoding', 'expect']);
-/** Never dropped even when Connection names them: framing, routing, and what the gateway itself adds. */
-const PROTECTED = new Set(['content-length', 'host', 'connection', 'x-forwarded-for', 'x-forwarded-port', 'x-forwarded-proto', 'x-forwarded-host']);
+/** Never dropped even when Connection names them: what the classification read, framing, routing, and what the gateway itself adds. */
+const PROTECTED: ReadonlySet<string> = new Set([...SENSITIVE_HEADERS, 'host', 'connection', 'x-forwarded-for', 'x-forwarded-port', 'x-forwarded-proto', 'x-forwarded-host']);
 
 /** Header names a client declared hop-by-hop in Connection (besides close/keep-alive), or null. */
 function connectionListed(connection: string | undefined): Set<string> | null {

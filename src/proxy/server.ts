@@ -7,6 +7,7 @@ import type { TokenVerifier } from '../identity/jwt.js';
 import type { PolicySet } from '../policy/compile.js';
 import { decide, type Command, type Decision, type Grant, type Identity, type Verdict } from '../policy/decide.js';
 import type { Forwarder } from './forward.js';
+import { PATH_OVERRIDE_HEADERS, SENSITIVE_HEADERS } from './headers.js';
 import { errorBody, sendError, sendErrorBody } from './responses.js';
 
 /** What the data path reads on every request; swapped as a whole on policy reload. */
@@ -105,12 +106,6 @@ function refuseHead(req: IncomingMessage, limits: ListenerLimits): { status: 400
   if (te !== undefined && te.trim().toLowerCase() !== 'chunked') return { status: 400, message: `Transfer-Encoding "${te}" is not supported` };
   return null;
 }
-
-/** Headers IIS/ASP.NET-style servers route on instead of the request line. */
-const PATH_OVERRIDE_HEADERS = ['x-original-url', 'x-rewrite-url', 'x-original-uri', 'x-forwarded-uri', 'x-forwarded-path', 'x-envoy-original-path'] as const;
-
-/** Headers whose meaning the classification depends on, or that servers route on. */
-const SENSITIVE_HEADERS = new Set(['content-type', 'content-encoding', 'content-length', 'transfer-encoding', ...PATH_OVERRIDE_HEADERS, 'x-http-method-override']);
 
 /** CGI-style servers read `Content_Encoding` as `Content-Encoding`; Node keeps them apart. */
 function underscoreAlias(raw: readonly string[]): string | null {

@@ -1,5 +1,7 @@
 import { Agent, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { connect, type AddressInfo } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
+import { connect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import httpProxy from 'http-proxy';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Forwarder } from '../../src/proxy/forward.js';
@@ -364,6 +366,146 @@ describe('connections and streaming', () => {
         expect(Buffer.from(m.body, 'latin1').equals(big)).toBe(true);
       } finally {
         t.close();
+      }
+    });
+  }
+
+  it("a client that does not read holds the upstream back (backpressure): the gateway does not buffer the upstream's response", async () => {
+    let accepted = 0;
+    const chunk = Buffer.alloc(1024 * 1024, 0x62);
+    const t = await through((req, res) => {
+      req.resume();
+      res.writeHead(200);
+      const pump = (): void => {
+        while (res.write(chunk, (err) => (err ? undefined : (accepted += chunk.length)))) {
+          /* keep writing while the socket takes it */
+        }
+        res.once('drain', pump);
+      };
+      pump();
+    });
+    try {
+      const socket = connect(t.port, '127.0.0.1', () => socket.write('GET /endless HTTP/1.1\r\nHost: gw.test\r\n\r\n'));
+      socket.on('error', () => undefined);
+      socket.pause(); // never reads
+      await new Promise((r) => setTimeout(r, 1_500));
+      socket.destroy();
+      // Socket buffers on both hops hold a few MiB; without backpressure the upstream would push hundreds.
+      expect(accepted).toBeGreaterThan(0);
+      expect(accepted).toBeLessThan(48 * 1024 * 1024);
+    } finally {
+      t.close();
+    }
+  });
+
+  for (const status of [204, 304]) {
+    it(`a ${status} that declares a length is answered at once (no body follows a ${status})`, async () => {
+      const t = await through((req, res) => {
+        req.resume();
+        res.writeHead(status, { etag: '"v1"', 'content-length': '10' });
+        res.end();
+      });
+      try {
+        const started = Date.now();
+        const out = await raw(t.port, 'GET /x HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n');
+        expect(out).toMatch(new RegExp(`^HTTP/1.1 ${status} `));
+        expect(out).toMatch(/\r\netag: "v1"\r\n/i);
+        expect(Date.now() - started).toBeLessThan(1_500);
+      } finally {
+        t.close();
+      }
+    });
+  }
+
+  /** An upstream speaking raw bytes: answers every request head with `answer`. */
+  async function rawUpstream(answer: string): Promise<{ url: string; close: () => void }> {
+    const sockets = new Set<Socket>();
+    const server = createNetServer((socket) => {
+      sockets.add(socket);
+      let seen = '';
+      socket.on('data', (d: Buffer) => {
+        seen += d.toString('latin1');
+        if (seen.includes('\r\n\r\n')) {
+          seen = '';
+          socket.write(answer, 'latin1');
+        }
+      });
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    return {
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      close: () => {
+        for (const s of sockets) s.destroy();
+        server.close();
+      },
+    };
+  }
+
+  async function viaRaw(answer: string): Promise<string> {
+    const up = await rawUpstream(answer);
+    const forwarder = new Forwarder(up.url);
+    const gateway = front(forwarder);
+    try {
+      return await raw(await listen(gateway), 'GET /x HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n');
+    } finally {
+      forwarder.close();
+      gateway.close();
+      up.close();
+    }
+  }
+
+  it('a reason phrase node would not send is dropped; status and body pass', async () => {
+    const out = await viaRaw('HTTP/1.1 200 O\x01K\r\nContent-Length: 2\r\n\r\nok');
+    expect(out).toMatch(/^HTTP\/1.1 200 OK\r\n/);
+    expect(message(out).body).toBe('ok');
+  });
+
+  it('a header field node would not send: 502 saying the task may have run, never a hang', async () => {
+    const out = await viaRaw('HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\nContent-Length: 2\r\n\r\nok');
+    // undici may refuse the field itself; either way the client hears of it at once.
+    expect(out).toMatch(/^HTTP\/1.1 502 /);
+    expect(out).toMatch(/may have run/);
+  });
+
+  it('an unsolicited 100 Continue (undici refuses it): 502 saying the request reached the upstream and may have run', async () => {
+    const out = await viaRaw('HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+    expect(out).toMatch(/^HTTP\/1.1 502 /);
+    expect(out).toMatch(/the request reached it, so the task may have run there/);
+  });
+
+  for (const host of ['localhost', '127.0.0.1']) {
+    it(`https upstream at ${host}: the TLS server name is the upstream's (${host === 'localhost' ? 'localhost' : 'none for an IP'}), never the client's Host, and its certificate is verified`, async () => {
+      const names: string[] = [];
+      const tlsUpstream = createHttpsServer(
+        {
+          key: readFileSync(new URL('../fixtures/localhost-key.pem', import.meta.url)),
+          cert: readFileSync(new URL('../fixtures/localhost-cert.pem', import.meta.url)),
+          SNICallback: (name, cb) => {
+            names.push(name);
+            cb(null);
+          },
+        },
+        (_req, res) => res.end('reached'),
+      );
+      let attempts = 0;
+      tlsUpstream.on('connection', () => attempts++);
+      tlsUpstream.on('tlsClientError', () => undefined);
+      await new Promise<void>((r) => tlsUpstream.listen(0, '127.0.0.1', r));
+      const forwarder = new Forwarder(`https://${host}:${(tlsUpstream.address() as AddressInfo).port}`);
+      const gateway = front(forwarder);
+      try {
+        const out = await raw(await listen(gateway), 'GET /x HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n');
+        // The fixture certificate is self-signed: a verifying client refuses it.
+        expect(out).toMatch(/^HTTP\/1.1 502 /);
+        expect(out).not.toMatch(/reached/);
+        expect(out).toMatch(/certificate/i);
+        expect(attempts).toBeGreaterThan(0);
+        expect(names).toEqual(host === 'localhost' ? ['localhost'] : []);
+      } finally {
+        forwarder.close();
+        gateway.close();
+        tlsUpstream.close();
       }
     });
   }
