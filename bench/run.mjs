@@ -13,6 +13,7 @@
 //   --gateway-node-args="FLAGS"  node flags for the gateways instead of the product's (PRODUCT_NODE_FLAGS)
 //   --with-c-baseline also run http-proxy on scenario (c) (the (c) target compares with http-proxy's (a))
 //   --max-foreign P  rerun a measurement when other processes used more than P% of a CPU (default 10)
+//   --data-root DIR  diagnostics: the gateways' data dirs on DIR (e.g. /dev/shm: no disk; NOT durable, flagged in the report)
 //
 // Topology (2+ CPUs): wrk and the counting upstream on CPU 0, the proxy under test on CPU 1,
 // only loopback addresses. Every process started here is stopped in `finally` and on signals.
@@ -22,7 +23,7 @@ import { createWriteStream, readFileSync, existsSync } from 'node:fs';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { createServer, connect } from 'node:net';
 import { cpus } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { APPROVER, BENCH_REQUEST, BENCH_USER, BODIES, CMDLET, JWT_SECRET, TENANT_PATH, otherUsersGrants, policyYaml, seedJournal, token } from './fixtures.mjs';
@@ -52,6 +53,7 @@ const { values: opt } = parseArgs({
     'ab-node-args': { type: 'string' },
     'gateway-node-args': { type: 'string' },
     'with-c-baseline': { type: 'boolean', default: false },
+    'data-root': { type: 'string' },
   },
   strict: true,
 });
@@ -219,7 +221,8 @@ function words(text) {
 }
 
 async function startGateway(name, out, upstreamUrl, policyCount, grantCount, { cpuProf = null, cli = CLI, flags = GATEWAY_NODE_FLAGS } = {}) {
-  const dataDir = join(out, name);
+  // --data-root (diagnostics only): the data dirs, audit files included, on another filesystem.
+  const dataDir = opt['data-root'] ? join(resolve(opt['data-root']), basename(out), name) : join(out, name);
   // The policy file lives apart from the data dir, as in a deployment: the gateway watches the
   // policy file's directory, and audit writes next to it would wake that watcher on every batch.
   const configDir = join(out, `${name}-config`);
@@ -387,6 +390,17 @@ async function gatewayMetrics(gw) {
 }
 
 const WRITE_BUCKETS = ['0.0005', '0.001', '0.002', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '1', '+Inf'];
+
+/** The filesystem type a path lives on, from /proc/mounts (longest mount point that prefixes it). */
+function fsType(path) {
+  const abs = resolve(path);
+  let best = { dir: '', type: 'unknown' };
+  for (const line of readFileSync('/proc/mounts', 'utf8').split('\n')) {
+    const [, dir, type] = line.split(' ');
+    if (dir && type && (abs === dir || abs.startsWith(dir === '/' ? '/' : dir + '/')) && dir.length > best.dir.length) best = { dir, type };
+  }
+  return best.type;
+}
 
 /** Index in WRITE_BUCKETS of 5 ms: a round whose audit writes all stayed at or under it had a quick disk. */
 const QUICK_WRITE_BUCKET = WRITE_BUCKETS.indexOf('0.005');
@@ -861,6 +875,7 @@ async function main() {
     `Method: ${ROUNDS} interleaved round(s) × ${DURATION}s per cell after ${WARMUP}s warm-up; wrk -t1 -c${CONNS} on CPU 0 with the upstream; proxy on CPU 1${TASKSET ? '' : ' (NOT pinned)'}.`,
     `Shared machine: a run during which processes other than the proxy under test, the upstream and wrk (other users' jobs, the bench's idle proxies) used more than ${MAX_FOREIGN}% of a CPU was run again (at most ${RETRIES}× per run, a sixth of the plan in all; waiting for a quiet machine at most 60 s per run of the bench); "foreign CPU%" is the median over kept runs.`,
     `(d): ${large.policies} policies, ${large.seeded} active grants of other users + the bench user's grant.`,
+    ...(opt['data-root'] ? [`**DIAGNOSTIC RUN — data dirs and audit files on ${resolve(opt['data-root'])} (${fsType(opt['data-root'])}). On tmpfs a synchronous write does not reach stable storage: NOT durable, these numbers show the gateway without its disk and are not results.**`] : []),
     '',
     table(rows),
     '',
@@ -881,7 +896,10 @@ async function main() {
 
   await stopAll();
   cleaning = null;
-  if (!opt.keep) await Promise.all([small, large, alt].filter(Boolean).map((g) => rm(g.dataDir, { recursive: true, force: true })));
+  if (!opt.keep) {
+    await Promise.all([small, large, alt, altLarge].filter(Boolean).map((g) => rm(g.dataDir, { recursive: true, force: true })));
+    if (opt['data-root']) await rm(dirname(small.dataDir), { recursive: true, force: true });
+  }
   if (!opt['no-micro']) {
     console.log('\nmicrobenchmarks (bench/micro.mjs):');
     await micro();
