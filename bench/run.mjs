@@ -754,10 +754,12 @@ async function profile(out, tokens) {
   const profDir = join(out, 'prof');
   await mkdir(profDir, { recursive: true });
   const upstream = await startUpstream(out);
-  const gw = await startGateway('gw-prof', out, upstream.url, 10, 0, { cpuProf: profDir });
+  const scenario = opt.scenario ?? 'b';
+  // (d) is (b) against the large state: profile that gateway, not the small one.
+  const large = scenario === 'd';
+  const gw = await startGateway('gw-prof', out, upstream.url, large ? LARGE_POLICIES : 10, large ? LARGE_GRANTS : 0, { cpuProf: profDir });
   await grantBenchUser(gw, tokens);
   const ctx = { upstream, tokens };
-  const scenario = opt.scenario ?? 'b';
   const cell = { key: `${scenario}/gateway`, scenario, target: 'gateway', url: gw.proxyUrl, child: gw.child, gateway: gw };
   await preflight([cell], ctx);
   const secs = Number(opt.duration ?? 10);
