@@ -6,6 +6,7 @@
 //   --no-micro       skip the microbenchmarks
 //   --profile        CPU profile (node --cpu-prof) of the gateway under scenario b (--scenario X), summarised
 //   --rounds N  --duration S  --warmup S  --connections C   (defaults 10, 3, 2, 32)
+//   --run-warmup S   unmeasured load for S seconds right before every measured run (default 0)
 //   --keep           keep the gateways' data dirs (audit files) under bench/out/
 //   --only a,b/gateway,http-proxy   run only these cells (scenario, target or scenario/target)
 //   --ab DIST/cli.js  also measure a second gateway build as target "gateway-B" (A/B test a change)
@@ -42,6 +43,7 @@ const { values: opt } = parseArgs({
     rounds: { type: 'string' },
     duration: { type: 'string' },
     warmup: { type: 'string' },
+    'run-warmup': { type: 'string' },
     connections: { type: 'string' },
     policies: { type: 'string' },
     grants: { type: 'string' },
@@ -62,6 +64,8 @@ const SMOKE = opt.smoke;
 const ROUNDS = Number(opt.rounds ?? (SMOKE ? 1 : 10));
 const DURATION = Number(opt.duration ?? (SMOKE ? 1 : 3));
 const WARMUP = Number(opt.warmup ?? (SMOKE ? 0 : 2));
+/** Seconds of unmeasured load right before every measured run (each cell from steady state, not from idle). */
+const RUN_WARMUP = Number(opt['run-warmup'] ?? 0);
 const CONNS = Number(opt.connections ?? 32);
 // Smoke mode proves the harness, not the numbers: (d) gets a tenth of the state so it starts fast.
 const LARGE_POLICIES = Number(opt.policies ?? (SMOKE ? 1_000 : 10_000));
@@ -487,6 +491,7 @@ async function waitQuiet() {
 async function measureOnce(cell, seconds, ctx) {
   const { upstream, tokens } = ctx;
   await waitQuiet();
+  if (RUN_WARMUP > 0) await runWrk(cell.url, cell.scenario, RUN_WARMUP, tokens);
   const pids = cell.child ? pidsOf(cell.child) : [];
   await settle(upstream); // requests still in flight from the previous cell land before the snapshot
   const m0 = cell.gateway ? await gatewayMetrics(cell.gateway) : null;
