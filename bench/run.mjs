@@ -420,7 +420,7 @@ async function diskProbe(dir) {
   const child = start('disk', pinned(1, [process.execPath, join(HERE, 'disk.mjs'), dir, SMOKE ? '1' : '4']));
   let text = '';
   child.stdout.on('data', (d) => (text += d));
-  const [code] = await once(child, 'exit');
+  const [code] = await once(child, 'close');
   if (code !== 0) return [`- disk probe failed (exit ${code})`];
   return JSON.parse(text).map((r) =>
     `- ${r.inFlight} write${r.inFlight > 1 ? 's' : ''} in flight: ${fmt(r.writesPerSec)} writes/s; each took p50 ${fmt(r.p50, 2)}, p99 ${fmt(r.p99, 2)}, p99.9 ${fmt(r.p999, 2)}, max ${fmt(r.max, 1)} ms`);

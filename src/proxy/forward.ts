@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { validateHeaderName, validateHeaderValue, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import { parse as legacyParse } from 'node:url';
 import { buildConnector, Pool, type Dispatcher } from 'undici';
@@ -202,6 +202,8 @@ class Exchange implements Dispatcher.DispatchHandlers {
   /** False when node refuses the upstream's head (a field it will not send): the client gets a 502 instead. */
   #writeHead(): boolean {
     try {
+      // node marks a 204/304 bodiless before it validates the fields, which would strip the 502's body: check first.
+      if (this.#status === 204 || this.#status === 304) for (let i = 0; i < this.#headers.length; i += 2) validateField(this.#headers[i]!, this.#headers[i + 1]!);
       this.res.writeHead(this.#status, this.#statusText || undefined, this.#headers);
       return true;
     } catch (err) {
@@ -211,6 +213,11 @@ class Exchange implements Dispatcher.DispatchHandlers {
       return false;
     }
   }
+}
+
+function validateField(name: string, value: string): void {
+  validateHeaderName(name);
+  validateHeaderValue(name, value);
 }
 
 /** What node refuses in a header value or reason phrase. */

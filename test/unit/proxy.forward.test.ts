@@ -468,6 +468,15 @@ describe('connections and streaming', () => {
     expect(out).toMatch(/may have run/);
   });
 
+  it('a 204 whose head node will not send: a 502 with its whole body', async () => {
+    const out = await viaRaw('HTTP/1.1 204 No Content\r\nX Bad: 1\r\n\r\n');
+    expect(out).toMatch(/^HTTP\/1.1 502 /);
+    const m = message(out);
+    const length = Number(/content-length: (\d+)/i.exec(out)?.[1]);
+    expect(Buffer.byteLength(m.body, 'latin1')).toBe(length);
+    expect(m.body).toMatch(/may have run/);
+  });
+
   it('an unsolicited 100 Continue (undici refuses it): 502 saying the request reached the upstream and may have run', async () => {
     const out = await viaRaw('HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
     expect(out).toMatch(/^HTTP\/1.1 502 /);
