@@ -72,14 +72,17 @@ function time(fn) {
   return per[per.length >> 1];
 }
 
-/** heapUsed after full collections, with the concurrent sweeper given time to finish. */
+/** V8 heap used and memory outside it (Buffers), after full collections, with the concurrent sweeper given time to finish. */
 async function settledHeap() {
   for (let i = 0; i < 6; i++) {
     gc();
     await new Promise((r) => setTimeout(r, 20));
   }
-  return process.memoryUsage().heapUsed;
+  const m = process.memoryUsage();
+  return { heap: m.heapUsed, external: m.external };
 }
+
+const added = (before, after) => ({ heap: after.heap - before.heap, external: after.external - before.external });
 
 /**
  * One heap measurement in this (fresh) process: `index` builds the hot-path grant index
@@ -102,7 +105,7 @@ async function heapPart(part) {
     }
     const after = await settledHeap();
     if (index.size === 0 || reqs.length === 0) throw new Error('no grants');
-    return after - before;
+    return added(before, after);
   }
   const dir = await mkdtemp(join(tmpdir(), 'pamgate-micro-'));
   try {
@@ -114,7 +117,7 @@ async function heapPart(part) {
     const after = await settledHeap();
     if (service.activeGrantCount() !== HEAP_GRANTS) throw new Error('grants not loaded');
     await store.close();
-    return after - before;
+    return added(before, after);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -122,7 +125,7 @@ async function heapPart(part) {
 
 const HEAP_PART = process.argv.find((a) => a.startsWith('--heap-part='))?.slice('--heap-part='.length);
 if (HEAP_PART) {
-  process.stdout.write(String(await heapPart(HEAP_PART)));
+  process.stdout.write(JSON.stringify(await heapPart(HEAP_PART)));
   process.exit(0);
 }
 
@@ -131,14 +134,15 @@ if (HEAP_PART) {
   const run = (part) => {
     const r = spawnSync(process.execPath, ['--expose-gc', '--no-flush-bytecode', fileURLToPath(import.meta.url), `--heap-part=${part}`, ...(QUICK ? ['--quick'] : [])], { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`heap part ${part} failed: ${r.stderr}`);
-    return Number(r.stdout);
+    return JSON.parse(r.stdout);
   };
   const state = run('state');
   const index = run('index');
   const scale = 100_000 / HEAP_GRANTS;
   console.log(`\nheap for ${HEAP_GRANTS.toLocaleString('en-US')} active grants${scale !== 1 ? `, scaled ×${scale} to 100,000` : ''}:`);
-  console.log(`  embedded store + AccessService (requests + grant index): ${mb(state * scale)}  (${Math.round(state / HEAP_GRANTS)} B/grant)`);
-  console.log(`  grant index alone (Grant objects by user, hot path):     ${mb(index * scale)}  (${Math.round(index / HEAP_GRANTS)} B/grant)`);
+  const show = (m) => `${mb(m.heap * scale)} V8 heap (${Math.round(m.heap / HEAP_GRANTS)} B/grant) + ${mb(m.external * scale)} outside it (${Math.round(m.external / HEAP_GRANTS)} B/grant)`;
+  console.log(`  embedded store + AccessService (requests + grant index): ${show(state)}`);
+  console.log(`  grant index alone (Grant objects by user, hot path):     ${show(index)}`);
 }
 
 const rows = [];

@@ -8,6 +8,22 @@ import type { KeyvStoreAdapter } from 'keyv';
 type JournalLine = { k: string; v: unknown } | { k: string; d: 1 } | { clear: 1 };
 
 /**
+ * keyv hands this store serialised strings; they are held as UTF-8 bytes, outside the V8 heap.
+ * Why: every young-generation GC costs more the bigger the old generation is, strings included
+ * (bench/RESULTS.md, session 4: 300,000 such values as strings vs bytes made each scavenge
+ * 0.65 vs 0.16 ms), and with 100,000 grants these copies were 28 % of the heap the state took.
+ */
+function hold(value: unknown): unknown {
+  if (Buffer.isBuffer(value)) throw new TypeError('journal store values must be JSON values, not Buffers');
+  // UTF-8 cannot carry a lone surrogate (it would come back as U+FFFD): such a string stays a string.
+  return typeof value === 'string' && value.isWellFormed() ? Buffer.from(value, 'utf8') : value;
+}
+
+function release(held: unknown): unknown {
+  return Buffer.isBuffer(held) ? held.toString('utf8') : held;
+}
+
+/**
  * The embedded keyv store: an in-memory map backed by an append-only journal that is
  * fdatasync'ed before every write resolves, and compacted on open. No native module,
  * no server, survives restarts; a torn last line (crash mid-write) was never
@@ -35,12 +51,13 @@ export class JournalStore extends EventEmitter implements KeyvStoreAdapter {
   }
 
   async get<Value>(key: string): Promise<Value | undefined> {
-    return this.data.get(key) as Value | undefined;
+    return release(this.data.get(key)) as Value | undefined;
   }
 
   async set(key: string, value: unknown): Promise<boolean> {
+    const held = hold(value);
     await this.append({ k: key, v: value });
-    this.data.set(key, value);
+    this.data.set(key, held);
     return true;
   }
 
@@ -58,7 +75,7 @@ export class JournalStore extends EventEmitter implements KeyvStoreAdapter {
 
   /** Every stored [key, value] whose key starts with `prefix`. */
   *entries(prefix = ''): Generator<[string, unknown]> {
-    for (const entry of this.data) if (entry[0].startsWith(prefix)) yield entry;
+    for (const [key, held] of this.data) if (key.startsWith(prefix)) yield [key, release(held)];
   }
 
   async disconnect(): Promise<void> {
@@ -106,7 +123,7 @@ async function replay(file: string): Promise<Map<string, unknown>> {
     }
     if ('clear' in entry) data.clear();
     else if ('d' in entry) data.delete(entry.k);
-    else data.set(entry.k, entry.v);
+    else data.set(entry.k, hold(entry.v));
   }
   return data;
 }
@@ -125,7 +142,7 @@ async function compact(file: string, data: Map<string, unknown>): Promise<void> 
     let chunk: string[] = [];
     let size = 0;
     for (const [k, v] of data) {
-      const line = JSON.stringify({ k, v }) + '\n';
+      const line = JSON.stringify({ k, v: release(v) }) + '\n';
       chunk.push(line);
       size += line.length;
       if (size >= COMPACT_CHUNK) {

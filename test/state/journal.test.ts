@@ -70,6 +70,38 @@ describe('pending requests per user are capped', () => {
   });
 });
 
+describe('embedded journal values', () => {
+  it('gives back exactly what was set, before and after a reopen: non-ASCII text, lone surrogates, non-string JSON; refuses Buffers', async () => {
+    const dir = await tempDir();
+    dirs.push(dir);
+    const file = join(dir, 'state.journal');
+    const values: Record<string, unknown> = {
+      ascii: '{"value":{"id":"r1"},"expires":null}',
+      utf8: 'Zoë — 東京 — 🔐',
+      lone: 'a\ud800b\udc00',
+      empty: '',
+      object: { n: 1, s: 'ü' },
+      number: 42,
+    };
+    let store = await JournalStore.open(file);
+    try {
+      for (const [k, v] of Object.entries(values)) await store.set(k, v);
+      for (const [k, v] of Object.entries(values)) expect(await store.get(k)).toEqual(v);
+      await expect(store.set('buffer', Buffer.from('x'))).rejects.toThrow(/not Buffers/);
+      expect(await store.get('buffer')).toBeUndefined();
+      expect(new Map(store.entries())).toEqual(new Map(Object.entries(values)));
+    } finally {
+      await store.disconnect();
+    }
+    store = await JournalStore.open(file);
+    try {
+      for (const [k, v] of Object.entries(values)) expect(await store.get(k)).toEqual(v);
+    } finally {
+      await store.disconnect();
+    }
+  });
+});
+
 describe('embedded journal larger than the longest string', () => {
   it('opens a journal over 512 MiB (line by line) and compacts it (in chunks) when its live data is that large too', async () => {
     // On tmpfs when there is one: the size is the point here, not the disk.
