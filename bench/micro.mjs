@@ -11,6 +11,7 @@ import { parsePolicyText } from '../dist/config/load.js';
 import { AccessService } from '../dist/grants/service.js';
 import { grantOf } from '../dist/grants/model.js';
 import { openEmbeddedStore } from '../dist/grants/store.js';
+import { ValuePool } from '../dist/grants/value-pool.js';
 import { PolicySet } from '../dist/policy/compile.js';
 import { decide } from '../dist/policy/decide.js';
 import { taskKey } from '../dist/policy/names.js';
@@ -86,7 +87,7 @@ const added = (before, after) => ({ heap: after.heap - before.heap, external: af
 
 /**
  * One heap measurement in this (fresh) process: `index` builds the hot-path grant index
- * (Grant objects by user, as AccessService.remember does) from requests already in memory;
+ * (Grant objects by user, task Sets shared, as AccessService.remember does) from requests already in memory;
  * `state` opens the embedded store seeded with the requests and loads an AccessService, i.e.
  * everything the gateway holds for them. Prints the bytes added.
  */
@@ -97,8 +98,9 @@ async function heapPart(part) {
     const reqs = [...otherUsersGrants(HEAP_GRANTS, LARGE[0], now)];
     const before = await settledHeap();
     const index = new Map();
+    const pool = new ValuePool();
     for (const r of reqs) {
-      const g = grantOf(r);
+      const g = grantOf(r, (tasks) => pool.set(tasks));
       const list = index.get(r.requester);
       if (list) list.push(g);
       else index.set(r.requester, [g]);

@@ -67,13 +67,14 @@ export function progress(req: AccessRequest): number {
   return rank * 1_000_000 + Math.min(req.approvals.length, 999_999);
 }
 
-export function grantOf(req: AccessRequest): Grant | null {
+/** The grant an approved request gives; `taskSet` may hand out a shared Set for equal task lists. */
+export function grantOf(req: AccessRequest, taskSet: (tasks: readonly string[]) => ReadonlySet<string> = (t) => new Set(t)): Grant | null {
   if (req.status !== 'approved' || req.expiresAt === null) return null;
   return {
     requestId: req.id,
     requester: req.requester,
     policyId: req.policy,
-    taskKeys: new Set(req.tasks),
+    taskKeys: taskSet(req.tasks),
     scope: req.parameters === null ? null : Object.fromEntries(Object.entries(req.parameters).map(([k, v]) => [k.toLowerCase(), v])),
     expiresAt: Date.parse(req.expiresAt),
   };

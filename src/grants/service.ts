@@ -8,6 +8,7 @@ import { ExpiryQueue } from './expiry-queue.js';
 import * as model from './model.js';
 import type { AccessRequest, RequestStatus } from './model.js';
 import type { RequestStore } from './store.js';
+import { ValuePool } from './value-pool.js';
 
 export interface AuditSink {
   append(event: AuditEvent): Promise<void>;
@@ -48,6 +49,9 @@ export class AccessService {
   /** Open (pending or approved) requests by when they expire, so a sweep touches only what is due. */
   private readonly due = new ExpiryQueue();
   private readonly listeners: Array<(req: AccessRequest, events: readonly AuditEvent[]) => void> = [];
+  /** Values shared among the requests in `requests` (memory, and GC time on the hot path). */
+  private readonly pool = new ValuePool();
+  private readonly taskSet = (tasks: readonly string[]): ReadonlySet<string> => this.pool.set(tasks);
 
   constructor(
     private readonly store: RequestStore,
@@ -74,6 +78,7 @@ export class AccessService {
     this.requests.clear();
     this.grantsByUser.clear();
     this.due.clear();
+    this.pool.clear();
     const ahead: AccessRequest[] = [];
     for (const req of requests) {
       const mine = known.get(req.id);
@@ -337,12 +342,13 @@ export class AccessService {
   private remember(req: AccessRequest): void {
     const known = this.requests.get(req.id);
     if (known !== undefined && model.progress(known) > model.progress(req)) return;
+    req = this.pool.request(req);
     this.requests.set(req.id, req);
     const dueAt = expiryOf(req);
     // A deadline that does not parse is never swept (the hot path still refuses the grant: decide() needs a valid expiry).
     if (dueAt !== null && (known === undefined || expiryOf(known) !== dueAt)) this.due.push(Date.parse(dueAt), req.id);
     const existing = this.grantsByUser.get(req.requester);
-    const grant = model.grantOf(req);
+    const grant = model.grantOf(req, this.taskSet);
     if (existing === undefined && grant === null) return;
     const grants = (existing ?? []).filter((g) => g.requestId !== req.id);
     if (grant !== null && grant.expiresAt > this.now()) grants.push(grant);
