@@ -16,7 +16,12 @@ type JournalLine = { k: string; v: unknown } | { k: string; d: 1 } | { clear: 1 
 function hold(value: unknown): unknown {
   if (Buffer.isBuffer(value)) throw new TypeError('journal store values must be JSON values, not Buffers');
   // UTF-8 cannot carry a lone surrogate (it would come back as U+FFFD): such a string stays a string.
-  return typeof value === 'string' && value.isWellFormed() ? Buffer.from(value, 'utf8') : value;
+  if (typeof value !== 'string' || !value.isWellFormed()) return value;
+  // Not Buffer.from: a small one is a slice of node's shared 8 KiB pool and would keep that whole
+  // block (audit lines, superseded values) alive for as long as the grant lives.
+  const bytes = Buffer.allocUnsafeSlow(Buffer.byteLength(value, 'utf8'));
+  bytes.write(value, 'utf8');
+  return bytes;
 }
 
 function release(held: unknown): unknown {
@@ -71,6 +76,11 @@ export class JournalStore extends EventEmitter implements KeyvStoreAdapter {
   async clear(): Promise<void> {
     await this.append({ clear: 1 });
     this.data.clear();
+  }
+
+  /** Every stored key that starts with `prefix`. */
+  *keys(prefix = ''): Generator<string> {
+    for (const key of this.data.keys()) if (key.startsWith(prefix)) yield key;
   }
 
   /** Every stored [key, value] whose key starts with `prefix`. */

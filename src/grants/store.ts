@@ -73,7 +73,7 @@ export async function openEmbeddedStore(dataDir: string): Promise<RequestStore> 
     put,
     list: async () => {
       const out: AccessRequest[] = [];
-      for (const [key] of journal.entries(`${NAMESPACE}:${PREFIX}`)) {
+      for (const key of journal.keys(`${NAMESPACE}:${PREFIX}`)) {
         const req = await keyv.get(key.slice(NAMESPACE.length + 1));
         if (req) out.push(req);
       }

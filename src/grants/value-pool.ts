@@ -27,12 +27,12 @@ export class ValuePool {
     return s === null ? null : this.string(s);
   }
 
-  /** One shared array per distinct task list. */
+  /** One shared, frozen array per distinct task list. */
   list(items: readonly string[]): string[] {
     const key = JSON.stringify(items);
     let pooled = this.#lists.get(key);
     if (pooled === undefined) {
-      pooled = items.map((s) => this.string(s));
+      pooled = Object.freeze(items.map((s) => this.string(s))) as string[];
       this.#lists.set(key, pooled);
     }
     return pooled;

@@ -50,6 +50,7 @@ describe('ValuePool', () => {
     expect(reversed.tasks).not.toBe(a.tasks);
     expect(reversed.tasks).toEqual(['set-b', 'set-a']);
     expect(joined.tasks).not.toBe(a.tasks);
+    expect(Object.isFrozen(a.tasks)).toBe(true);
     const g1 = model.grantOf(a, (t) => pool.set(t))!;
     const g2 = model.grantOf(b, (t) => pool.set(t))!;
     const g4 = model.grantOf(joined, (t) => pool.set(t))!;
