@@ -11,7 +11,7 @@ type JournalLine = { k: string; v: unknown } | { k: string; d: 1 } | { clear: 1 
  * keyv hands this store serialised strings; they are held as UTF-8 bytes, outside the V8 heap.
  * Why: every young-generation GC costs more the bigger the old generation is, strings included
  * (bench/RESULTS.md, session 4: 300,000 such values as strings vs bytes made each scavenge
- * 0.65 vs 0.16–0.21 ms), and with 100,000 grants these copies were 28 % of the heap the state took.
+ * 0.65 vs 0.16–0.24 ms), and with 100,000 grants these copies were 28 % of the heap the state took.
  */
 function hold(value: unknown): unknown {
   if (Buffer.isBuffer(value)) throw new TypeError('journal store values must be JSON values, not Buffers');
