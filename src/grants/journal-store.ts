@@ -83,11 +83,6 @@ export class JournalStore extends EventEmitter implements KeyvStoreAdapter {
     for (const key of this.data.keys()) if (key.startsWith(prefix)) yield key;
   }
 
-  /** Every stored [key, value] whose key starts with `prefix`. */
-  *entries(prefix = ''): Generator<[string, unknown]> {
-    for (const [key, held] of this.data) if (key.startsWith(prefix)) yield [key, release(held)];
-  }
-
   async disconnect(): Promise<void> {
     await this.tail;
     await this.fh.close();

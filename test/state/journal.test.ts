@@ -89,7 +89,7 @@ describe('embedded journal values', () => {
       for (const [k, v] of Object.entries(values)) expect(await store.get(k)).toEqual(v);
       await expect(store.set('buffer', Buffer.from('x'))).rejects.toThrow(/not Buffers/);
       expect(await store.get('buffer')).toBeUndefined();
-      expect(new Map(store.entries())).toEqual(new Map(Object.entries(values)));
+      expect([...store.keys()].sort()).toEqual(Object.keys(values).sort());
     } finally {
       await store.disconnect();
     }
@@ -140,7 +140,7 @@ describe('embedded journal larger than the longest string', () => {
       expect(await store.get('pamgate:req:torn')).toBeUndefined();
       expect(await store.get(`pamgate:req:${KEYS - 1}`)).toBe(value);
       let n = 0;
-      for (const _ of store.entries('pamgate:req:')) n++;
+      for (const _ of store.keys('pamgate:req:')) n++;
       expect(n).toBe(KEYS - 1);
       // Compacted: exactly one line per live key (still over the string limit), and it keeps working.
       let expected = 0;
