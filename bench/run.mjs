@@ -423,7 +423,7 @@ async function diskProbe(dir) {
   const [code] = await once(child, 'close');
   if (code !== 0) return [`- disk probe failed (exit ${code})`];
   return JSON.parse(text).map((r) =>
-    `- ${r.inFlight} write${r.inFlight > 1 ? 's' : ''} in flight: ${fmt(r.writesPerSec)} writes/s; each took p50 ${fmt(r.p50, 2)}, p99 ${fmt(r.p99, 2)}, p99.9 ${fmt(r.p999, 2)}, max ${fmt(r.max, 1)} ms`);
+    `- ${r.mode}, ${r.inFlight} write${r.inFlight > 1 ? 's' : ''} in flight: ${fmt(r.writesPerSec)} writes/s, ${fmt(r.cpuUsPerWrite)} µs CPU each; each took p50 ${fmt(r.p50, 2)}, p99 ${fmt(r.p99, 2)}, p99.9 ${fmt(r.p999, 2)}, max ${fmt(r.max, 1)} ms`);
 }
 
 /** The q-quantile of durable-write time over runs, as "≤ bucket bound" in ms, from histogram deltas. */
@@ -892,7 +892,7 @@ async function main() {
     'Upstream checks (all measured runs):',
     ...checks.lines.map((l) => '- ' + l),
     '',
-    `The disk alone, after the rounds (bench/disk.mjs: O_DSYNC appends of ${16 * 400} bytes, a typical batch, on the audit files' filesystem, pinned to CPU 1, ${SMOKE ? 1 : 4} s each):`,
+    `The disk alone, after the rounds (bench/disk.mjs: O_DSYNC writes of ${16 * 400} bytes, a typical batch, on the audit files' filesystem, pinned to CPU 1, ${SMOKE ? 1 : 4} s each; "in place" rewrites a zero-filled file as audit.wal does, "append" grows the file as the audit file was written before session 5):`,
     ...(await diskProbe(small.dataDir)),
   ].join('\n');
   console.log('\n' + report);

@@ -109,7 +109,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     const demo = opts.upstreamUrl ? null : await startDemoUpstream(0, '127.0.0.1');
     const upstreamUrl = opts.upstreamUrl ?? demo!.url;
 
-    await audit.append({ type: 'gateway.started', actor: null, upstream: upstreamUrl, pid: process.pid, store: sync ? 'redis' : 'embedded' });
+    // auditRestored: lines the audit file had lost in a crash, copied back from audit.wal by open().
+    await audit.append({ type: 'gateway.started', actor: null, upstream: upstreamUrl, pid: process.pid, store: sync ? 'redis' : 'embedded', ...(audit.restoredLines > 0 ? { auditRestored: audit.restoredLines } : {}) });
     await audit.append({ type: 'policy.loaded', actor: null, file: opts.configPath, policies: policies.policies.size });
 
     // Known once the control listener is bound (its port may be ephemeral).

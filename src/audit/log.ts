@@ -1,11 +1,12 @@
 import { constants as fsConstants } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { nodeAuditFs, type AuditFs } from './fs.js';
 import { HEAD_FILE, HEAD_SIZE, encodeHead, readHead } from './head.js';
 import { hashOfStart, lineStart, sealLine, serialiseFields } from './line.js';
 import { readTail, type TailState } from './recover.js';
 import { LIVE_FILE, listSegments, segmentName } from './segments.js';
+import { DEFAULT_WAL_BYTES, WAL_FILE, Wal, readWal, walContinuation } from './wal.js';
 
 export type { AuditFs } from './fs.js';
 
@@ -32,6 +33,8 @@ export interface AuditLogOptions {
   onDurable?: (seconds: number, events: number) => void;
   /** Default: 'o_dsync' on Linux, 'fdatasync' elsewhere (see SyncMode). */
   syncMode?: SyncMode;
+  /** Size of audit.wal (see wal.ts); default 16 MiB. */
+  walBytes?: number;
 }
 
 export const DEFAULT_MAX_BYTES = 64 * 1024 * 1024;
@@ -44,17 +47,20 @@ export interface AuditStats {
 
 const FILE_MODE = 0o600;
 /**
- * How a batch is made durable. 'o_dsync' (Linux): the live file is opened O_DSYNC, so a write
- * returns only once its bytes and the size change are on stable storage; a batch is one write,
- * one threadpool round trip. 'fdatasync' (elsewhere): write, then fdatasync — on macOS libuv's
- * fdatasync is F_FULLFSYNC, which flushes the drive's cache; O_DSYNC there does not.
+ * How a batch is made durable in audit.wal. 'o_dsync' (Linux): the WAL is opened O_DSYNC, so a
+ * write returns only once its bytes are on stable storage; a batch is one write, one threadpool
+ * round trip. 'fdatasync' (elsewhere): write, then fdatasync — on macOS libuv's fdatasync is
+ * F_FULLFSYNC, which flushes the drive's cache; O_DSYNC there does not.
  */
 export type SyncMode = 'o_dsync' | 'fdatasync';
 const DEFAULT_SYNC_MODE: SyncMode = process.platform === 'linux' ? 'o_dsync' : 'fdatasync';
-const APPEND_FLAGS = fsConstants.O_WRONLY | fsConstants.O_APPEND | fsConstants.O_CREAT;
-/** audit.head is rewritten at most this often; it may lag the file (never lead it), and close() flushes it. */
+/**
+ * A checkpoint (fdatasync of audit.jsonl, then audit.head) runs at most this often. audit.head may
+ * lag the file (never lead it), and close() flushes both.
+ */
 const HEAD_INTERVAL_MS = 100;
 const PROBE: Buffer = Buffer.from('\n');
+const APPEND_FLAGS = fsConstants.O_WRONLY | fsConstants.O_APPEND | fsConstants.O_CREAT;
 
 /** Queued appends as parallel arrays; two instances are swapped per batch so steady state allocates nothing. */
 class Queue {
@@ -84,8 +90,11 @@ class Queue {
 
 interface State {
   onDurable: ((seconds: number, events: number) => void) | undefined;
-  syncMode: SyncMode;
   dir: string;
+  wal: Wal;
+  walPath: string;
+  walBytes: number;
+  restored: number;
   path: string;
   fs: AuditFs;
   maxBytes: number;
@@ -101,6 +110,11 @@ interface State {
 /**
  * Append-only, hash-chained audit file with group commit: appends that arrive while a batch
  * is being made durable are made durable together in the next batch.
+ *
+ * A batch is appended to audit.jsonl (a plain write, into the page cache) and then written durably
+ * to audit.wal (wal.ts); its appends resolve once the WAL write returns. A checkpoint makes
+ * audit.jsonl itself durable every HEAD_INTERVAL_MS, off the batch path, and before the WAL starts
+ * a new lap, a rotation and close. open() restores from the WAL whatever audit.jsonl lost.
  */
 export class AuditLog {
   readonly path: string;
@@ -109,20 +123,36 @@ export class AuditLog {
   readonly #now: () => number;
   readonly #maxBytes: number;
   readonly #onDurable: ((seconds: number, events: number) => void) | undefined;
-  readonly #syncMode: SyncMode;
+  readonly #wal: Wal;
+  readonly #walPath: string;
+  readonly #walBytes: number;
+  /** Lines open() copied from the WAL into audit.jsonl (the file had lost them in a crash). */
+  readonly restoredLines: number;
   #fd: number;
   readonly #headFd: number;
   #nextSegment: number;
   /** A rotation renamed the live file but could not create a new one: writes go on into the segment. */
   #liveMissing = false;
 
-  // Chain state of the last durable line; only advanced once a batch is durable.
+  // Chain state of the last acknowledged line (durable in the WAL); only advanced once a batch is durable.
   #seq: number;
   #prev: string;
   #size: number;
+  // What is durable in audit.jsonl itself (valid unless #restorePending).
+  #syncedSeq: number;
+  #syncedHash: string;
+  #syncedSize: number;
 
   #healthy = true;
+  /** The live file may hold bytes past #size that were never acknowledged: cut them before writing on. */
   #truncatePending = false;
+  /** The WAL may hold lines of a refused batch at its offset: end the lap there before writing on. */
+  #walCutPending = false;
+  /** An fdatasync of audit.jsonl failed: what it holds past #syncedSize is rewritten from the WAL. */
+  #restorePending = false;
+  /** Bumped by every cut, restore and rotation of the live file: a sync that saw one says nothing about the new state. */
+  #liveEpoch = 0;
+  #liveSyncs: Promise<unknown> = Promise.resolve();
   #closed = false;
   #closing: Promise<void> | null = null;
 
@@ -133,8 +163,6 @@ export class AuditLog {
   #idleWaiters: Array<() => void> = [];
   readonly #runBound = (): void => void this.#run();
 
-  #headSeq = 0;
-  #headHash = '';
   #headBusy = false;
   #headTimer: NodeJS.Timeout | null = null;
   #headWrittenAt = -Infinity;
@@ -156,44 +184,66 @@ export class AuditLog {
     this.#now = s.now;
     this.#maxBytes = s.maxBytes;
     this.#onDurable = s.onDurable;
-    this.#syncMode = s.syncMode;
+    this.#wal = s.wal;
+    this.#walPath = s.walPath;
+    this.#walBytes = s.walBytes;
+    this.restoredLines = s.restored;
     this.#nextSegment = s.nextSegment;
     this.#fd = s.fd;
     this.#headFd = s.headFd;
-    this.#seq = s.seq;
-    this.#prev = s.prev;
-    this.#size = s.size;
+    this.#seq = this.#syncedSeq = s.seq;
+    this.#prev = this.#syncedHash = s.prev;
+    this.#size = this.#syncedSize = s.size;
   }
 
-  /** Creates dir and file if missing, cuts a torn last line (recording the repair), continues the chain. */
+  /**
+   * Creates dir and files if missing, restores from the WAL the lines a crash took from the live
+   * file, cuts a torn last line (recording the repair), makes the live file durable, continues the chain.
+   */
   static async open(opts: AuditLogOptions): Promise<AuditLog> {
     const fs = opts.fs ?? nodeAuditFs;
     await mkdir(opts.dir, { recursive: true, mode: 0o700 });
     const path = join(opts.dir, LIVE_FILE);
     const headPath = join(opts.dir, HEAD_FILE);
-    const syncMode = opts.syncMode ?? DEFAULT_SYNC_MODE;
-    const fd = await fs.open(path, liveFlags(syncMode), FILE_MODE);
+    const walPath = join(opts.dir, WAL_FILE);
+    const walBytes = opts.walBytes ?? DEFAULT_WAL_BYTES;
+    const fd = await fs.open(path, APPEND_FLAGS, FILE_MODE);
     let headFd = -1;
+    let wal: Wal | null = null;
     try {
       const segments = await listSegments(opts.dir);
       const tail = await continueFrom(path, segments.at(-1)?.path);
+      const walText = await readWal(walPath);
+      const lost = walText === null ? null : walContinuation(walText, tail.seq, tail.hash);
+      // A torn line that the WAL has whole was a batch the crash caught half-copied: nothing is lost.
+      const tornIsLost = tail.tornBytes > 0 && !(lost !== null && (await startsWith(path, tail.durableSize, tail.tornBytes, lost.bytes)));
       if (tail.tornBytes > 0) await fs.ftruncate(fd, tail.durableSize);
+      let { seq, hash, durableSize: size } = tail;
+      if (lost !== null && lost.lines > 0) {
+        await writeAll(fs, fd, lost.bytes);
+        ({ seq, hash } = lost);
+        size += lost.bytes.length;
+      }
+      // Whatever the crash left in the page cache is made durable before the WAL's old lap is overwritten.
+      await fs.fdatasync(fd);
+      wal = await Wal.open(fs, walPath, walBytes, opts.syncMode ?? DEFAULT_SYNC_MODE, walText?.length ?? null);
+      await wal.cut(); // the old lap is in the live file now; only this run's batches will be in the new one
       const head = await readHead(headPath);
       headFd = await fs.open(headPath, fsConstants.O_RDWR | fsConstants.O_CREAT, FILE_MODE);
       const log = new AuditLog({
-        dir: opts.dir, path, fs, now: opts.now ?? Date.now, fd, headFd, onDurable: opts.onDurable, syncMode,
-        maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES, nextSegment: (segments.at(-1)?.index ?? 0) + 1,
-        seq: tail.seq, prev: tail.hash, size: tail.durableSize,
+        dir: opts.dir, path, fs, now: opts.now ?? Date.now, fd, headFd, onDurable: opts.onDurable, wal, walPath, walBytes,
+        restored: lost?.lines ?? 0, maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES, nextSegment: (segments.at(-1)?.index ?? 0) + 1,
+        seq, prev: hash, size,
       });
       const records: Array<Promise<void>> = [];
-      if (tail.tornBytes > 0) {
+      if (tornIsLost) {
         records.push(log.append({ type: 'audit.repaired', droppedBytes: tail.tornBytes, dropped: tail.tornText }));
       }
       // The head never leads the file, so a head beyond (or different at) the file's end means lines
       // were removed while we were down. Record it in the chain rather than silently re-anchoring.
-      if (typeof head === 'object' && (head.seq > tail.seq || (head.seq === tail.seq && head.hash !== tail.hash))) {
+      if (typeof head === 'object' && (head.seq > seq || (head.seq === seq && head.hash !== hash))) {
         records.push(log.append({
-          type: 'audit.truncated', headSeq: head.seq, headHash: head.hash, fileSeq: tail.seq, fileHash: tail.hash,
+          type: 'audit.truncated', headSeq: head.seq, headHash: head.hash, fileSeq: seq, fileHash: hash,
         }));
       }
       await Promise.all(records);
@@ -201,6 +251,7 @@ export class AuditLog {
     } catch (err) {
       await fs.close(fd).catch(() => undefined);
       if (headFd !== -1) await fs.close(headFd).catch(() => undefined);
+      if (wal !== null) await wal.close().catch(() => undefined);
       throw err;
     }
   }
@@ -228,8 +279,8 @@ export class AuditLog {
 
   /**
    * For /readyz: when unhealthy, runs an empty batch to see if the disk is back. It writes one
-   * newline past the durable end (a synchronous write, like a batch) and cuts it off again, so a
-   * full disk still reads as unhealthy. The file is unchanged afterwards.
+   * newline past the live file's end and cuts it off again durably, and ends the WAL's lap durably
+   * where it already ends, so a full disk still reads as unhealthy. Neither file changes.
    */
   probe(): Promise<boolean> {
     if (this.#healthy || this.#closed) return Promise.resolve(this.#healthy);
@@ -243,7 +294,7 @@ export class AuditLog {
     return { events: this.#events, batches: this.#batches, maxBatch: this.#maxBatch };
   }
 
-  /** Refuses new appends, waits for queued ones and the head update, then closes the fds. */
+  /** Refuses new appends, waits for queued ones, makes the live file durable, updates the head, closes the fds. */
   close(): Promise<void> {
     this.#closing ??= this.#close();
     return this.#closing;
@@ -255,8 +306,16 @@ export class AuditLog {
     if (this.#headTimer !== null) clearTimeout(this.#headTimer);
     this.#headTimer = null;
     while (this.#headBusy) await new Promise<void>((resolve) => this.#headIdleWaiters.push(resolve));
-    if (this.#headWrittenSeq !== this.#headSeq) await this.#writeHead();
-    const results = await Promise.allSettled([this.#fs.close(this.#fd), this.#fs.close(this.#headFd)]);
+    // On failure the WAL keeps its lap, and the next open() restores from it.
+    await this.#prepare().catch(() => undefined);
+    if (!this.#restorePending && this.#syncedSeq < this.#seq) await this.#syncLive(this.#seq, this.#prev, this.#size).catch(() => undefined);
+    if (!this.#restorePending && this.#syncedSeq === this.#seq) {
+      // Everything is in the live file: empty the lap, so a later open() has nothing to restore.
+      this.#wal.restartLap();
+      await this.#wal.cut().catch(() => undefined);
+    }
+    if (this.#headWrittenSeq !== this.#syncedSeq) await this.#writeHead();
+    const results = await Promise.allSettled([this.#fs.close(this.#fd), this.#fs.close(this.#headFd), this.#wal.close()]);
     for (const r of results) if (r.status === 'rejected') throw r.reason;
   }
 
@@ -309,22 +368,7 @@ export class AuditLog {
 
   async #commit(batch: Queue): Promise<void> {
     const n = batch.length;
-    if (n === 0) {
-      // Probe only: exercises the same truncate + durable write path as a real batch, then cuts back.
-      try {
-        await this.#truncateIfPending();
-        this.#truncatePending = true;
-        const written = await this.#fs.write(this.#fd, PROBE, 0, 1, null);
-        if (written !== 1) throw new Error('audit probe write made no progress');
-        await this.#syncIfNeeded();
-        await this.#truncateIfPending();
-        this.#healthy = true;
-      } catch {
-        await this.#truncateIfPending().catch(() => undefined);
-        this.#healthy = false;
-      }
-      return;
-    }
+    if (n === 0) return this.#probeDisk();
 
     let seq = this.#seq;
     let prev = this.#prev;
@@ -338,18 +382,22 @@ export class AuditLog {
 
     const started = this.#onDurable === undefined ? 0 : performance.now();
     try {
-      await this.#truncateIfPending();
-      let off = 0;
-      while (off < buf.length) {
-        const written = await this.#fs.write(this.#fd, buf, off, buf.length - off, null);
-        if (written <= 0) throw new Error('audit write made no progress');
-        off += written;
+      await this.#prepare();
+      if (!this.#wal.fits(buf.length)) {
+        // The lap is full: the live file must hold everything durably before the WAL starts over.
+        await this.#syncLive(this.#seq, this.#prev, this.#size);
+        if (this.#restorePending) throw new Error('audit file sync failed');
+        this.#wal.restartLap();
       }
-      await this.#syncIfNeeded();
+      await writeAll(this.#fs, this.#fd, buf);
+      if (buf.length <= this.#walBytes) await this.#wal.write(buf);
+      else await this.#syncLive(seq, prev, this.#size + buf.length); // larger than the whole WAL: durable in the live file itself
     } catch (err) {
-      // Whatever reached the file is neither durable nor acknowledged: cut back to the last durable line.
+      // Whatever reached either file is neither durable nor acknowledged: cut both back to the last acknowledged line.
       this.#truncatePending = true;
+      this.#walCutPending = true;
       await this.#truncateIfPending().catch(() => undefined);
+      await this.#cutWalIfPending().catch(() => undefined);
       this.#fail(batch, err);
       return;
     }
@@ -363,7 +411,7 @@ export class AuditLog {
     this.#batches++;
     if (n > this.#maxBatch) this.#maxBatch = n;
     for (let i = 0; i < n; i++) batch.resolves[i]!();
-    this.#updateHead(seq, prev);
+    this.#scheduleCheckpoint();
     if (this.#onDurable !== undefined) {
       try {
         this.#onDurable(seconds, n);
@@ -373,51 +421,128 @@ export class AuditLog {
     }
   }
 
-  /** 'fdatasync' mode only: in 'o_dsync' mode the write itself was synchronous. */
-  async #syncIfNeeded(): Promise<void> {
-    if (this.#syncMode === 'fdatasync') await this.#fs.fdatasync(this.#fd);
+  /** A batch without events: exercises both files' durable writes and leaves them as they were. */
+  async #probeDisk(): Promise<void> {
+    try {
+      await this.#prepare();
+      this.#truncatePending = true;
+      await writeAll(this.#fs, this.#fd, PROBE);
+      await this.#truncateIfPending();
+      this.#walCutPending = true;
+      await this.#cutWalIfPending();
+      this.#healthy = true;
+    } catch {
+      await this.#truncateIfPending().catch(() => undefined);
+      this.#healthy = false;
+    }
+  }
+
+  /** Repairs left over from a failure, in order, before anything new is written. */
+  async #prepare(): Promise<void> {
+    await this.#cutWalIfPending(); // first: a restore reads the lap, which must not hold refused lines
+    await this.#restoreIfPending();
+    await this.#truncateIfPending();
+  }
+
+  /**
+   * fdatasync of the live file, one at a time (two syncs on one descriptor could split a write-back
+   * error between them). On success the live file holds (seq, hash, size) durably, unless a cut,
+   * restore or rotation came in between; on failure what it holds past the last good sync is unknown
+   * (the error is reported once, and the pages may be gone), so it is rewritten from the WAL.
+   */
+  #syncLive(seq: number, hash: string, size: number): Promise<void> {
+    const epoch = this.#liveEpoch;
+    const synced = this.#liveSyncs.then(() => this.#fs.fdatasync(this.#fd)).then(
+      () => {
+        if (epoch !== this.#liveEpoch || seq < this.#syncedSeq) return;
+        this.#syncedSeq = seq;
+        this.#syncedHash = hash;
+        this.#syncedSize = size;
+      },
+      (err: unknown) => {
+        this.#restorePending = true;
+        this.#healthy = false;
+        throw err;
+      },
+    );
+    this.#liveSyncs = synced.catch(() => undefined);
+    return synced;
+  }
+
+  /**
+   * After a failed sync of the live file: cut it back to its last durable size and copy the lines
+   * after that from the WAL, whose lap still holds them (a lap only starts over after a good sync).
+   */
+  async #restoreIfPending(): Promise<void> {
+    if (!this.#restorePending) return;
+    this.#liveEpoch++;
+    await this.#liveSyncs;
+    const wal = await readWal(this.#walPath);
+    const lost = wal === null ? null : walContinuation(wal, this.#syncedSeq, this.#syncedHash);
+    const held = lost === null ? this.#syncedSeq : lost.seq;
+    if (held !== this.#seq) throw new Error(`audit WAL holds the chain up to seq ${held}, not ${this.#seq}; restart pamgate to recover`);
+    await this.#fs.ftruncate(this.#fd, this.#syncedSize);
+    if (lost !== null && lost.lines > 0) await writeAll(this.#fs, this.#fd, lost.bytes);
+    this.#liveEpoch++;
+    await this.#syncLive(this.#seq, this.#prev, this.#syncedSize + (lost?.bytes.length ?? 0));
+    this.#restorePending = false;
+    this.#truncatePending = false;
   }
 
   /**
    * Moves the live file aside as the next segment and starts a new live file; the chain runs on
    * (the next line's prev is the segment's last hash). Runs between batches, so nothing is half
-   * written. A crash after the rename leaves no live file: open() then continues from the segment.
-   * A failed rotation is retried after the next batch; the events themselves are already durable.
+   * written, and only once the live file is durable. A crash after the rename leaves no live file:
+   * open() then continues from the segment. A failed rotation is retried after the next batch; the
+   * events themselves are already durable.
    */
   async #rotate(): Promise<void> {
     const rename = this.#fs.rename ?? nodeAuditFs.rename!;
     const syncDir = this.#fs.syncDir ?? nodeAuditFs.syncDir!;
     try {
       if (!this.#liveMissing) {
-        if (this.#truncatePending) return;
+        if (this.#truncatePending || this.#restorePending) return;
+        await this.#syncLive(this.#seq, this.#prev, this.#size);
+        if (this.#restorePending || this.#syncedSeq !== this.#seq) return;
         await rename(this.path, join(this.#dir, segmentName(this.#nextSegment)));
         this.#nextSegment++;
         this.#liveMissing = true;
         await syncDir(this.#dir);
       }
-      const fd = await this.#fs.open(this.path, liveFlags(this.#syncMode), FILE_MODE);
+      this.#liveEpoch++;
+      await this.#liveSyncs;
+      const fd = await this.#fs.open(this.path, APPEND_FLAGS, FILE_MODE);
       const old = this.#fd;
       this.#fd = fd;
       this.#size = 0;
+      this.#syncedSize = 0;
       this.#liveMissing = false;
       await this.#fs.close(old).catch(() => undefined);
       await syncDir(this.#dir);
+      this.#wal.restartLap(); // everything so far is durable in the segment
     } catch {
       // Keep appending to the open fd (live file or, after the rename, the newest segment).
     }
   }
 
   /**
-   * Cuts the file back to the last durable line, and makes the cut durable before anything else is
-   * written: with synchronous writes, whole lines of a batch that failed part-way may already be on
-   * disk, and must not come back after a crash as if they had been recorded. (A crash before this
-   * runs can still bring them back: the window between the failed write and the cut.)
+   * Cuts the live file back to the last acknowledged line, and makes the cut durable before anything
+   * else is written: whole lines of a refused batch may already have been written back, and must not
+   * come back after a crash as if they had been recorded.
    */
   async #truncateIfPending(): Promise<void> {
     if (!this.#truncatePending) return;
+    this.#liveEpoch++;
     await this.#fs.ftruncate(this.#fd, this.#size);
-    await this.#fs.fdatasync(this.#fd);
+    this.#liveEpoch++;
+    await this.#syncLive(this.#seq, this.#prev, this.#size);
     this.#truncatePending = false;
+  }
+
+  async #cutWalIfPending(): Promise<void> {
+    if (!this.#walCutPending) return;
+    await this.#wal.cut();
+    this.#walCutPending = false;
   }
 
   #fail(batch: Queue, err: unknown): void {
@@ -426,53 +551,73 @@ export class AuditLog {
     for (let i = 0; i < rejects.length; i++) rejects[i]!(err);
   }
 
-  // The head lags the file by up to HEAD_INTERVAL_MS (more after a crash) but never leads it, so it
-  // needs no sync. Monotonic time: a wall-clock step back must not freeze it.
-  // Throttled: written at once when the last write is HEAD_INTERVAL_MS old, else when it will be;
-  // one write in flight, always carrying the newest position.
-  #updateHead(seq: number, hash: string): void {
-    this.#headSeq = seq;
-    this.#headHash = hash;
-    this.#scheduleHead();
-  }
-
-  #scheduleHead(): void {
-    if (this.#headBusy || this.#headTimer !== null) return; // the write in flight reschedules when done
+  // A checkpoint syncs the live file, then points audit.head at what it synced: the head lags the
+  // file by up to HEAD_INTERVAL_MS (more after a crash) but never leads it, so it needs no sync of
+  // its own. Throttled on monotonic time (a wall-clock step back must not freeze it): run at once
+  // when the last one is HEAD_INTERVAL_MS old, else when it will be; one in flight at a time.
+  #scheduleCheckpoint(): void {
+    if (this.#headBusy || this.#headTimer !== null) return; // the one in flight reschedules when done
     const wait = this.#headWrittenAt + HEAD_INTERVAL_MS - performance.now();
     if (wait <= 0) {
-      void this.#writeHead();
+      void this.#checkpoint();
       return;
     }
-    this.#headTimer = setTimeout(this.#headTimerBound, wait);
+    this.#headTimer = setTimeout(this.#checkpointTimerBound, wait);
     this.#headTimer.unref();
   }
 
-  readonly #headTimerBound = (): void => {
+  readonly #checkpointTimerBound = (): void => {
     this.#headTimer = null;
-    void this.#writeHead();
+    void this.#checkpoint();
   };
 
-  async #writeHead(): Promise<void> {
+  async #checkpoint(): Promise<void> {
     this.#headBusy = true;
-    const seq = this.#headSeq;
     this.#headWrittenAt = performance.now();
-    encodeHead(seq, this.#headHash, this.#headBuf);
-    try {
-      await this.#fs.write(this.#headFd, this.#headBuf, 0, HEAD_SIZE, 0);
-    } catch {
-      // A stale head only weakens truncation detection until the next batch rewrites it.
+    // A cut or restore in progress owns the live file; the next checkpoint will catch up.
+    if (!this.#truncatePending && !this.#restorePending && this.#syncedSeq < this.#seq) {
+      await this.#syncLive(this.#seq, this.#prev, this.#size).catch(() => undefined);
     }
+    if (this.#headWrittenSeq !== this.#syncedSeq) await this.#writeHead();
     this.#headBusy = false;
-    this.#headWrittenSeq = seq;
-    if (this.#headSeq !== seq && !this.#closed) this.#scheduleHead();
+    if (this.#syncedSeq !== this.#seq && !this.#closed) this.#scheduleCheckpoint();
     const waiters = this.#headIdleWaiters;
     this.#headIdleWaiters = [];
     for (const resolve of waiters) resolve();
   }
+
+  async #writeHead(): Promise<void> {
+    const seq = this.#syncedSeq;
+    encodeHead(seq, this.#syncedHash, this.#headBuf);
+    try {
+      await this.#fs.write(this.#headFd, this.#headBuf, 0, HEAD_SIZE, 0);
+      this.#headWrittenSeq = seq;
+    } catch {
+      // A stale head only weakens truncation detection until the next checkpoint rewrites it.
+    }
+  }
 }
 
-function liveFlags(mode: SyncMode): number {
-  return mode === 'o_dsync' ? APPEND_FLAGS | fsConstants.O_DSYNC : APPEND_FLAGS;
+async function writeAll(fs: AuditFs, fd: number, buf: Buffer): Promise<void> {
+  let off = 0;
+  while (off < buf.length) {
+    const written = await fs.write(fd, buf, off, buf.length - off, null);
+    if (written <= 0) throw new Error('audit write made no progress');
+    off += written;
+  }
+}
+
+/** Whether the `length` bytes of `path` at `at` are how `bytes` begins. */
+async function startsWith(path: string, at: number, length: number, bytes: Buffer): Promise<boolean> {
+  if (length > bytes.length) return false;
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.alloc(length);
+    const { bytesRead } = await fh.read(buf, 0, length, at);
+    return bytesRead === length && buf.equals(bytes.subarray(0, length));
+  } finally {
+    await fh.close();
+  }
 }
 
 function nextCheckPhase(): Promise<void> {

@@ -24,6 +24,39 @@ async function lines(path: string): Promise<string[]> {
   return text.split('\n').slice(0, -1);
 }
 
+/** node:fs, recording each call as "<op> <file>" ("append" for writes at the end, "write" positional). */
+function tracedFs(opts: { slowSync?: number } = {}) {
+  const names = new Map<number, string>();
+  const opened: Array<[string, number]> = [];
+  const calls: string[] = [];
+  const name = (fd: number): string => names.get(fd) ?? String(fd);
+  const fs: AuditFs = {
+    ...nodeAuditFs,
+    open: async (path, flags, mode) => {
+      const fd = await nodeAuditFs.open(path, flags, mode);
+      const file = path.split('/').at(-1)!;
+      names.set(fd, file);
+      opened.push([file, flags as number]);
+      return fd;
+    },
+    write: async (fd, buf, off, len, pos) => {
+      const n = await nodeAuditFs.write(fd, buf, off, len, pos);
+      calls.push(`${pos === null ? 'append' : 'write'} ${name(fd)}`);
+      return n;
+    },
+    fdatasync: async (fd) => {
+      if (opts.slowSync) await new Promise((r) => setTimeout(r, opts.slowSync));
+      await nodeAuditFs.fdatasync(fd);
+      calls.push(`fdatasync ${name(fd)}`);
+    },
+    rename: async (from, to) => (calls.push('rename'), nodeAuditFs.rename!(from, to)),
+  };
+  const flagsOf = Object.assign((file: string): number => opened.filter(([f]) => f === file).at(-1)![1], {
+    all: (file: string): number[] => opened.filter(([f]) => f === file).map(([, flags]) => flags),
+  });
+  return { fs, calls, flagsOf };
+}
+
 function sha256(s: string): string {
   return createHash('sha256').update(s).digest('hex');
 }
@@ -108,58 +141,59 @@ describe('AuditLog group commit', () => {
     await log.close();
   });
 
-  it('opens the live file O_DSYNC (and again after each rotation), so each batch is durable when its one write returns', async () => {
-    const flags: Array<string | number> = [];
-    let syncs = 0;
-    const fs: AuditFs = {
-      ...nodeAuditFs,
-      open: (path, f, mode) => (path.endsWith('audit.jsonl') && flags.push(f), nodeAuditFs.open(path, f, mode)),
-      fdatasync: (fd) => (syncs++, nodeAuditFs.fdatasync(fd)),
-    };
-    const log = await AuditLog.open({ dir, fs, syncMode: 'o_dsync', maxBytes: 600 });
-    for (let i = 0; i < 6; i++) await log.append({ type: 'rotate-me', pad: 'x'.repeat(200) });
+  it('makes each batch durable with one O_DSYNC write to audit.wal; the live file is a plain append, synced by checkpoints', async () => {
+    const { fs, calls, flagsOf } = tracedFs();
+    const log = await AuditLog.open({ dir, fs, syncMode: 'o_dsync', maxBytes: 6000 });
+    calls.length = 0;
+    const started = performance.now();
+    for (let i = 0; i < 60; i++) await log.append({ type: 'one-batch-each', pad: 'x'.repeat(200) });
+    const elapsed = performance.now() - started;
+    const { batches } = log.stats();
+    const during = [...calls];
     await log.close();
-    expect(flags.length).toBeGreaterThan(2); // the first open and at least two rotations
-    for (const f of flags) {
-      expect(typeof f).toBe('number');
-      expect((f as number) & fsConstants.O_DSYNC).toBe(fsConstants.O_DSYNC);
-      expect((f as number) & fsConstants.O_APPEND).toBe(fsConstants.O_APPEND);
-      expect((f as number) & fsConstants.O_TRUNC).toBe(0);
+
+    expect(batches).toBe(60);
+    expect(during.filter((c) => c === 'write audit.wal')).toHaveLength(60);
+    expect(during.filter((c) => c === 'append audit.jsonl')).toHaveLength(60);
+    expect(during.filter((c) => c === 'fdatasync audit.wal')).toHaveLength(0);
+    // The live file is synced by checkpoints (at most every 100 ms) and before each rotation, not per batch.
+    const rotations = during.filter((c) => c === 'rename').length;
+    expect(rotations).toBeGreaterThanOrEqual(2);
+    expect(during.filter((c) => c === 'fdatasync audit.jsonl').length).toBeLessThanOrEqual(Math.ceil(elapsed / 100) + 1 + rotations);
+    expect(flagsOf('audit.wal') & fsConstants.O_DSYNC).toBe(fsConstants.O_DSYNC);
+    for (const f of flagsOf.all('audit.jsonl')) {
+      expect(f & fsConstants.O_DSYNC).toBe(0);
+      expect(f & fsConstants.O_APPEND).toBe(fsConstants.O_APPEND);
+      expect(f & fsConstants.O_TRUNC).toBe(0);
     }
-    expect(syncs).toBe(0); // no separate sync on the happy path
+    expect(flagsOf.all('audit.jsonl').length).toBe(1 + rotations);
+    expect(await verifyAuditFile(log.path)).toMatchObject({ ok: true, events: 60, segments: rotations });
   });
 
-  it("in 'fdatasync' mode (non-Linux default) opens without O_DSYNC and resolves a batch only after its fdatasync", async () => {
-    const flags: Array<string | number> = [];
-    const calls: string[] = [];
-    const fs: AuditFs = {
-      ...nodeAuditFs,
-      open: (path, f, mode) => (path.endsWith('audit.jsonl') && flags.push(f), nodeAuditFs.open(path, f, mode)),
-      write: async (fd, buf, off, len, pos) => {
-        const n = await nodeAuditFs.write(fd, buf, off, len, pos);
-        if (pos === null) calls.push('write');
-        return n;
-      },
-      fdatasync: async (fd) => {
-        await new Promise((r) => setTimeout(r, 3));
-        await nodeAuditFs.fdatasync(fd);
-        calls.push('fdatasync');
-      },
-    };
+  it("in 'fdatasync' mode (non-Linux default) opens the WAL without O_DSYNC and resolves a batch only after its fdatasync", async () => {
+    const { fs, calls, flagsOf } = tracedFs({ slowSync: 3 });
     const log = await AuditLog.open({ dir, fs, syncMode: 'fdatasync' });
+    calls.length = 0;
     await Promise.all([1, 2, 3].map((i) => log.append({ type: 'x', i }).then(() => calls.push(`resolve ${i}`))));
     await log.close();
-    expect((flags[0] as number) & fsConstants.O_DSYNC).toBe(0);
-    expect(calls).toEqual(['write', 'fdatasync', 'resolve 1', 'resolve 2', 'resolve 3']);
+    expect(flagsOf('audit.wal') & fsConstants.O_DSYNC).toBe(0);
+    expect(calls.slice(0, 6)).toEqual(['append audit.jsonl', 'write audit.wal', 'fdatasync audit.wal', 'resolve 1', 'resolve 2', 'resolve 3']);
   });
 
   it('resolves each append only after the durable write of its batch, and batches appends that arrive during one', async () => {
     let linesDurable = 0;
     const calls: string[] = [];
+    let walFd = -1;
     const fs: AuditFs = {
       ...nodeAuditFs,
+      open: async (path, flags, mode) => {
+        const fd = await nodeAuditFs.open(path, flags, mode);
+        if (path.endsWith('audit.wal') && ((flags as number) & fsConstants.O_TRUNC) === 0) walFd = fd; // not the zero-fill
+        return fd;
+      },
+      // The WAL's O_DSYNC write is where a batch becomes durable.
       write: async (fd, buf, off, len, pos) => {
-        if (pos !== null) return nodeAuditFs.write(fd, buf, off, len, pos);
+        if (fd !== walFd || len === 1) return nodeAuditFs.write(fd, buf, off, len, pos);
         await new Promise((r) => setTimeout(r, 3)); // a slow disk: appends pile up meanwhile
         const n = await nodeAuditFs.write(fd, buf, off, len, pos);
         for (let i = off; i < off + n; i++) if (buf[i] === 10) linesDurable++;
@@ -225,9 +259,9 @@ describe('AuditLog lifecycle', () => {
   });
 
   it('rewrites audit.head at most every 100 ms while running, never ahead of the file', async () => {
-    let headWrites = 0;
-    const fs: AuditFs = { ...nodeAuditFs, write: (fd, buf, off, len, pos) => (pos === 0 && headWrites++, nodeAuditFs.write(fd, buf, off, len, pos)) };
+    const { fs, calls } = tracedFs();
     const log = await AuditLog.open({ dir, fs });
+    calls.length = 0;
     const started = Date.now();
     for (let i = 0; i < 30; i++) {
       await log.append({ type: 'one-batch-each', i });
@@ -236,7 +270,7 @@ describe('AuditLog lifecycle', () => {
     }
     const elapsed = Date.now() - started;
     await new Promise((r) => setTimeout(r, 150));
-    const whileRunning = headWrites;
+    const whileRunning = calls.filter((c) => c === 'write audit.head').length;
     expect(whileRunning).toBeGreaterThanOrEqual(1);
     expect(whileRunning).toBeLessThanOrEqual(Math.ceil((elapsed + 150) / 100) + 1);
     const head = JSON.parse(await readFile(join(dir, 'audit.head'), 'latin1')) as { seq: number };

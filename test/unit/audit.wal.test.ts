@@ -1,0 +1,231 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat, truncate } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { nodeAuditFs, type AuditFs } from '../../src/audit/fs.js';
+import { AuditLog } from '../../src/audit/log.js';
+import { verifyAuditFile } from '../../src/audit/verify.js';
+import { walContinuation } from '../../src/audit/wal.js';
+
+// The durable write of a batch goes to audit.wal; audit.jsonl is only synced by checkpoints. These
+// tests take away what a crash can take away (the live file's unsynced tail) and check that nothing
+// acknowledged is lost and nothing refused comes back.
+
+const LOG_JS = fileURLToPath(new URL('../../dist/audit/log.js', import.meta.url));
+let dir: string;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'pamgate-wal-'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+type Parsed = { seq: number; type: string; hash: string; prev: string; i?: number };
+async function events(path: string): Promise<Parsed[]> {
+  const text = await readFile(path, 'utf8');
+  return text.split('\n').slice(0, -1).map((l) => JSON.parse(l) as Parsed);
+}
+
+/**
+ * A separate process appends `n` events (in batches of `batch`), prints once each batch is
+ * acknowledged, and is killed with SIGKILL right after the last one: no close(), no checkpoint after.
+ */
+function appendThenCrash(n: number, batch: number, walBytes?: number): Promise<string> {
+  const script = `
+    const { AuditLog } = await import(${JSON.stringify(LOG_JS)});
+    const log = await AuditLog.open({ dir: ${JSON.stringify(dir)}${walBytes ? `, walBytes: ${walBytes}` : ''} });
+    for (let i = 0; i < ${n}; i += ${batch}) {
+      await Promise.all(Array.from({ length: Math.min(${batch}, ${n} - i) }, (_, k) => log.append({ type: 'task.executed', i: i + k, pad: 'p'.repeat(100) })));
+    }
+    process.stdout.write('acknowledged ${n}\\n', () => process.kill(process.pid, 'SIGKILL'));
+  `;
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--input-type=module', '-e', script], (_err, stdout) => resolve(stdout));
+  });
+}
+
+/** Drops the live file's tail, as a power loss drops what was only in the page cache. */
+async function loseLiveTail(keepLines: number): Promise<void> {
+  const path = join(dir, 'audit.jsonl');
+  const text = await readFile(path, 'utf8');
+  const keep = text.split('\n').slice(0, keepLines).join('\n');
+  await truncate(path, Buffer.byteLength(keepLines === 0 ? '' : keep + '\n'));
+}
+
+describe('audit.wal: what a crash took from audit.jsonl comes back', () => {
+  it('restores acknowledged lines the live file lost, without an audit.repaired record, and the chain verifies', async () => {
+    expect(await appendThenCrash(200, 10)).toContain('acknowledged 200');
+    await loseLiveTail(37);
+
+    const log = await AuditLog.open({ dir });
+    expect(log.restoredLines).toBe(163);
+    await log.append({ type: 'after' });
+    await log.close();
+    const all = await events(log.path);
+    expect(all.map((e) => e.seq)).toEqual(Array.from({ length: 201 }, (_, k) => k + 1));
+    expect(all.filter((e) => e.type === 'task.executed').map((e) => e.i)).toEqual(Array.from({ length: 200 }, (_, k) => k));
+    expect(all.some((e) => e.type === 'audit.repaired')).toBe(false);
+    expect(await verifyAuditFile(log.path)).toMatchObject({ ok: true, events: 201 });
+  });
+
+  it('a line torn mid-copy that the WAL holds whole is completed, not recorded as dropped', async () => {
+    await appendThenCrash(30, 5);
+    const path = join(dir, 'audit.jsonl');
+    const size = (await stat(path)).size;
+    await truncate(path, size - 40); // the last line loses its end
+
+    const log = await AuditLog.open({ dir });
+    await log.close();
+    const all = await events(path);
+    expect(all).toHaveLength(30);
+    expect(all.some((e) => e.type === 'audit.repaired')).toBe(false);
+    expect(await verifyAuditFile(path)).toMatchObject({ ok: true, events: 30 });
+  });
+
+  it('keeps working across WAL laps (a lap starts over only once the live file is durable)', async () => {
+    const walBytes = 8 * 1024; // ~30 lines a lap
+    expect(await appendThenCrash(500, 7, walBytes)).toContain('acknowledged 500');
+    expect((await stat(join(dir, 'audit.wal'))).size).toBe(walBytes);
+    // Every line the last lap holds may be gone from the live file; anything before it must be durable there.
+    const wal = await readFile(join(dir, 'audit.wal'));
+    const firstInLap = JSON.parse(wal.subarray(0, wal.indexOf(10)).toString('utf8')) as Parsed;
+    expect(firstInLap.seq).toBeGreaterThan(400);
+    await loseLiveTail(firstInLap.seq - 1);
+
+    const log = await AuditLog.open({ dir, walBytes });
+    expect(log.restoredLines).toBe(500 - (firstInLap.seq - 1));
+    await log.close();
+    expect(await verifyAuditFile(log.path)).toMatchObject({ ok: true, events: 500 });
+  });
+
+  it('a batch larger than the whole WAL is made durable in the live file itself', async () => {
+    const log = await AuditLog.open({ dir, walBytes: 4096 });
+    await log.append({ type: 'small' });
+    await log.append({ type: 'big', pad: 'b'.repeat(10_000) });
+    await log.append({ type: 'small-again' });
+    await log.close();
+    const all = await events(log.path);
+    expect(all.map((e) => e.type)).toEqual(['small', 'big', 'small-again']);
+    expect(await verifyAuditFile(log.path)).toMatchObject({ ok: true, events: 3 });
+  });
+
+  it('a clean close leaves an empty lap: nothing to restore, and lines removed while down are still caught by the head', async () => {
+    const log = await AuditLog.open({ dir });
+    for (let i = 0; i < 5; i++) await log.append({ type: 'x', i });
+    await log.close();
+    const wal = await readFile(join(dir, 'audit.wal'));
+    expect(wal[0]).toBe(0);
+    await loseLiveTail(3);
+
+    const again = await AuditLog.open({ dir });
+    expect(again.restoredLines).toBe(0);
+    await again.close();
+    const all = await events(again.path);
+    expect(all.map((e) => e.type)).toEqual(['x', 'x', 'x', 'audit.truncated']);
+  });
+
+  it('does not replay a lap that does not continue the live file (a changed file is for verify to report)', async () => {
+    await appendThenCrash(20, 4);
+    const wal = await readFile(join(dir, 'audit.wal'));
+    const lines = (await readFile(join(dir, 'audit.jsonl'), 'utf8')).split('\n');
+    const at10 = JSON.parse(lines[9]!) as Parsed;
+    expect(walContinuation(wal, 10, at10.hash).lines).toBe(10);
+    expect(walContinuation(wal, 10, 'f'.repeat(64)).lines).toBe(0);
+    expect(walContinuation(wal, 20, (JSON.parse(lines[19]!) as Parsed).hash).lines).toBe(0);
+  });
+});
+
+interface Faults {
+  /** Fail writes to audit.wal (after writing this much of them). */
+  wal: null | 'outright' | 'half' | 'all';
+  /** Fail fdatasync of audit.jsonl. */
+  liveSync: boolean;
+}
+
+function faultyFs(): { fs: AuditFs; faults: Faults } {
+  const faults: Faults = { wal: null, liveSync: false };
+  const files = new Map<number, string>();
+  const eio = (what: string): Error => Object.assign(new Error(`EIO: ${what}`), { code: 'EIO' });
+  const fs: AuditFs = {
+    ...nodeAuditFs,
+    open: async (path, flags, mode) => {
+      const fd = await nodeAuditFs.open(path, flags, mode);
+      files.set(fd, path.split('/').at(-1)!);
+      return fd;
+    },
+    write: async (fd, buf, off, len, pos) => {
+      if (files.get(fd) === 'audit.wal' && faults.wal !== null && len > 1) {
+        if (faults.wal !== 'outright') await nodeAuditFs.write(fd, buf, off, faults.wal === 'all' ? len : Math.floor(len / 2), pos);
+        throw eio('wal write');
+      }
+      return nodeAuditFs.write(fd, buf, off, len, pos);
+    },
+    fdatasync: async (fd) => {
+      if (files.get(fd) === 'audit.jsonl' && faults.liveSync) throw eio('live fdatasync');
+      return nodeAuditFs.fdatasync(fd);
+    },
+  };
+  return { fs, faults };
+}
+
+describe('audit.wal: failures', () => {
+  it.each([['outright'], ['half'], ['all']] as const)(
+    'a WAL write that fails %s refuses the batch; its lines are in neither file, not even after a crash',
+    async (how) => {
+      const { fs, faults } = faultyFs();
+      const log = await AuditLog.open({ dir, fs });
+      await log.append({ type: 'before' });
+      faults.wal = how;
+      await expect(log.append({ type: 'refused' })).rejects.toThrow(/EIO/);
+      expect(log.healthy).toBe(false);
+      expect((await events(log.path)).map((e) => e.type)).toEqual(['before']);
+      // Crash now (no close): a reopen must not bring back the refused line from the WAL.
+      faults.wal = null;
+      const reopened = await AuditLog.open({ dir });
+      expect(reopened.restoredLines).toBe(0);
+      await reopened.append({ type: 'after' });
+      await reopened.close();
+      expect((await events(log.path)).map((e) => e.type)).toEqual(['before', 'after']);
+      expect(await verifyAuditFile(log.path)).toMatchObject({ ok: true, events: 2 });
+    },
+  );
+
+  it('a failed sync of the live file: the next batch first rewrites its unsynced part from the WAL; nothing is lost', async () => {
+    const { fs, faults } = faultyFs();
+    const log = await AuditLog.open({ dir, fs });
+    for (let i = 0; i < 5; i++) await log.append({ type: 'acknowledged', i });
+    faults.liveSync = true;
+    await new Promise((r) => setTimeout(r, 250)); // a checkpoint runs and its fdatasync fails
+    expect(log.healthy).toBe(false);
+    // While the live file cannot be synced, a batch that must first repair it is refused (fail closed).
+    await expect(log.append({ type: 'refused' })).rejects.toThrow(/EIO/);
+    expect(await log.probe()).toBe(false);
+
+    faults.liveSync = false;
+    expect(await log.probe()).toBe(true);
+    await log.append({ type: 'after' });
+    await log.close();
+    const all = await events(log.path);
+    expect(all.map((e) => e.type)).toEqual(['acknowledged', 'acknowledged', 'acknowledged', 'acknowledged', 'acknowledged', 'after']);
+    expect(await verifyAuditFile(log.path)).toMatchObject({ ok: true, events: 6 });
+  });
+
+  it('a failed sync when a lap is full refuses the batch instead of overwriting lines the live file may not hold', async () => {
+    const { fs, faults } = faultyFs();
+    const log = await AuditLog.open({ dir, fs, walBytes: 2048 });
+    for (let i = 0; i < 5; i++) await log.append({ type: 'acknowledged', pad: 'a'.repeat(200) });
+    faults.liveSync = true;
+    let refused = 0;
+    for (let i = 0; i < 10; i++) await log.append({ type: 'more', pad: 'm'.repeat(200) }).catch(() => refused++);
+    expect(refused).toBeGreaterThan(0);
+    faults.liveSync = false;
+    await log.append({ type: 'after' });
+    await log.close();
+    const all = await events(log.path);
+    expect(all.filter((e) => e.type === 'acknowledged')).toHaveLength(5);
+    expect(all.filter((e) => e.type === 'more')).toHaveLength(10 - refused);
+    expect(await verifyAuditFile(log.path)).toMatchObject({ ok: true, events: all.length });
+  });
+});
