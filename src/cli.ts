@@ -209,6 +209,7 @@ async function audit(rest: string[], o: { type?: string | undefined; actor?: str
     const result = await verifyAuditFile(file);
     if (result.ok) {
       process.stdout.write(`ok ${result.events} events${result.segments ? ` in ${result.segments + 1} files` : ''}\n`);
+      if (result.inWal) process.stderr.write(`note: ${result.inWal} more acknowledged events are in audit.wal and not yet in the file (after a crash: the next start copies them in)\n`);
       return 0;
     }
     process.stderr.write(`${result.file ?? file}:${result.line}: ${result.reason}\n`);
