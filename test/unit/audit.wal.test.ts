@@ -144,10 +144,12 @@ interface Faults {
   wal: null | 'outright' | 'half' | 'all';
   /** Fail fdatasync of audit.jsonl. */
   liveSync: boolean;
+  /** Fail appends to audit.jsonl (while the WAL write of the same batch succeeds). */
+  liveAppend: boolean;
 }
 
 function faultyFs(): { fs: AuditFs; faults: Faults } {
-  const faults: Faults = { wal: null, liveSync: false };
+  const faults: Faults = { wal: null, liveSync: false, liveAppend: false };
   const files = new Map<number, string>();
   const eio = (what: string): Error => Object.assign(new Error(`EIO: ${what}`), { code: 'EIO' });
   const fs: AuditFs = {
@@ -162,6 +164,7 @@ function faultyFs(): { fs: AuditFs; faults: Faults } {
         if (faults.wal !== 'outright') await nodeAuditFs.write(fd, buf, off, faults.wal === 'all' ? len : Math.floor(len / 2), pos);
         throw eio('wal write');
       }
+      if (files.get(fd) === 'audit.jsonl' && pos === null && faults.liveAppend) throw Object.assign(new Error('ENOSPC: live append'), { code: 'ENOSPC' });
       return nodeAuditFs.write(fd, buf, off, len, pos);
     },
     fdatasync: async (fd) => {
@@ -193,6 +196,21 @@ describe('audit.wal: failures', () => {
       expect(await verifyAuditFile(log.path)).toMatchObject({ ok: true, events: 2 });
     },
   );
+
+  it('a live append that fails while the WAL write succeeds refuses the batch, and a crash does not bring it back from the WAL', async () => {
+    const { fs, faults } = faultyFs();
+    const log = await AuditLog.open({ dir, fs });
+    await log.append({ type: 'before' });
+    faults.liveAppend = true;
+    await expect(log.append({ type: 'refused' })).rejects.toThrow(/ENOSPC/);
+    faults.liveAppend = false;
+    const reopened = await AuditLog.open({ dir }); // crash: no close
+    expect(reopened.restoredLines).toBe(0);
+    await reopened.append({ type: 'after' });
+    await reopened.close();
+    expect((await events(log.path)).map((e) => e.type)).toEqual(['before', 'after']);
+    expect(await verifyAuditFile(log.path)).toMatchObject({ ok: true, events: 2 });
+  });
 
   it('a failed sync of the live file: the next batch first rewrites its unsynced part from the WAL; nothing is lost', async () => {
     const { fs, faults } = faultyFs();
