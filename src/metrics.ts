@@ -23,13 +23,13 @@ export function createMetrics(auditStats: () => { events: number; batches: numbe
     },
   });
   new Gauge({ name: 'pamgate_audit_events_total', help: 'Audit events written since start', registers: [registry], collect() { this.set(auditStats().events); } });
-  new Gauge({ name: 'pamgate_audit_fsync_batches_total', help: 'Audit batches made durable since start (one O_DSYNC write each: group commit)', registers: [registry], collect() { this.set(auditStats().batches); } });
+  new Gauge({ name: 'pamgate_audit_fsync_batches_total', help: 'Audit batches made durable since start (one O_DSYNC write to audit.wal each: group commit)', registers: [registry], collect() { this.set(auditStats().batches); } });
   new Gauge({ name: 'pamgate_audit_fsync_max_batch', help: 'Most audit events one durable write has carried since start', registers: [registry], collect() { this.set(auditStats().maxBatch); } });
   // Observed once per batch, not per request: how long the disk takes to make a batch durable,
   // which every gated request waits for (the first thing to look at when gated latency rises).
   const auditWrite = new Histogram({
     name: 'pamgate_audit_write_seconds',
-    help: 'Time to make one audit batch durable (write with O_DSYNC)',
+    help: 'Time to make one audit batch durable (append to audit.jsonl, then the O_DSYNC write to audit.wal)',
     buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
     registers: [registry],
   });
