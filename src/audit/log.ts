@@ -1,12 +1,12 @@
 import { constants as fsConstants } from 'node:fs';
-import { mkdir, open } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { nodeAuditFs, type AuditFs } from './fs.js';
 import { HEAD_FILE, HEAD_SIZE, encodeHead, readHead } from './head.js';
-import { hashOfStart, lineStart, sealLine, serialiseFields } from './line.js';
-import { readTail, type TailState } from './recover.js';
+import { GENESIS, hashOfStart, lineStart, sealLine, serialiseFields } from './line.js';
+import { planReplay, readTail, type TailState } from './recover.js';
 import { LIVE_FILE, listSegments, segmentName } from './segments.js';
-import { DEFAULT_WAL_BYTES, WAL_FILE, Wal, readWal, walContinuation } from './wal.js';
+import { DEFAULT_WAL_BYTES, WAL_FILE, Wal, readLap, readWal } from './wal.js';
 
 export type { AuditFs } from './fs.js';
 
@@ -95,6 +95,7 @@ interface State {
   walPath: string;
   walBytes: number;
   restored: number;
+  liveBase: { seq: number; hash: string };
   path: string;
   fs: AuditFs;
   maxBytes: number;
@@ -133,6 +134,9 @@ export class AuditLog {
   #nextSegment: number;
   /** A rotation renamed the live file but could not create a new one: writes go on into the segment. */
   #liveMissing = false;
+  #rotating = false;
+  /** The chain position ahead of the live file's first line (the last segment's end, or seq 0). */
+  #liveBase: { seq: number; hash: string };
 
   // Chain state of the last acknowledged line (durable in the WAL); only advanced once a batch is durable.
   #seq: number;
@@ -188,6 +192,7 @@ export class AuditLog {
     this.#walPath = s.walPath;
     this.#walBytes = s.walBytes;
     this.restoredLines = s.restored;
+    this.#liveBase = s.liveBase;
     this.#nextSegment = s.nextSegment;
     this.#fd = s.fd;
     this.#headFd = s.headFd;
@@ -212,32 +217,42 @@ export class AuditLog {
     let wal: Wal | null = null;
     try {
       const segments = await listSegments(opts.dir);
-      const tail = await continueFrom(path, segments.at(-1)?.path);
+      const lastSegment = segments.at(-1)?.path;
+      const liveBase = await chainBefore(lastSegment);
       const walText = await readWal(walPath);
-      const lost = walText === null ? null : walContinuation(walText, tail.seq, tail.hash);
-      // A torn line that the WAL has whole was a batch the crash caught half-copied: nothing is lost.
-      const tornIsLost = tail.tornBytes > 0 && !(lost !== null && (await startsWith(path, tail.durableSize, tail.tornBytes, lost.bytes)));
-      if (tail.tornBytes > 0) await fs.ftruncate(fd, tail.durableSize);
-      let { seq, hash, durableSize: size } = tail;
-      if (lost !== null && lost.lines > 0) {
-        await writeAll(fs, fd, lost.bytes);
-        ({ seq, hash } = lost);
-        size += lost.bytes.length;
+      const lap = walText === null ? null : readLap(walText);
+      // After a crash the live file from the lap's base on is made to read as the lap: lines it lost
+      // are copied back, a half-copied line is completed, and anything after what the lap holds is
+      // cut (a batch whose durable write never finished, torn bytes) and recorded.
+      const plan = lap !== null && lap.lines > 0 ? await planReplay(path, lap, liveBase) : null;
+      let seq: number, hash: string, size: number;
+      let dropped: { bytes: number; text: string; end: string } | null;
+      if (plan !== null) {
+        await fs.ftruncate(fd, plan.cutAt);
+        await writeAll(fs, fd, plan.append);
+        ({ seq, hash, size, dropped } = plan);
+      } else {
+        // No lap to follow (a clean stop), or its base is gone (the head check below reports that).
+        const tail = await continueFrom(path, lastSegment);
+        if (tail.tornBytes > 0) await fs.ftruncate(fd, tail.durableSize);
+        ({ seq, hash, durableSize: size } = tail);
+        dropped = tail.tornBytes > 0 ? { bytes: tail.tornBytes, text: tail.tornText, end: tail.tornText } : null;
       }
       // Whatever the crash left in the page cache is made durable before the WAL's old lap is overwritten.
       await fs.fdatasync(fd);
       wal = await Wal.open(fs, walPath, walBytes, opts.syncMode ?? DEFAULT_SYNC_MODE, walText?.length ?? null);
-      await wal.cut(); // the old lap is in the live file now; only this run's batches will be in the new one
+      wal.startLap({ liveOffset: size, seq, hash });
+      await wal.cut(); // the old lap is in the live file now: empty it, this run's batches start a new one
       const head = await readHead(headPath);
       headFd = await fs.open(headPath, fsConstants.O_RDWR | fsConstants.O_CREAT, FILE_MODE);
       const log = new AuditLog({
         dir: opts.dir, path, fs, now: opts.now ?? Date.now, fd, headFd, onDurable: opts.onDurable, wal, walPath, walBytes,
-        restored: lost?.lines ?? 0, maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES, nextSegment: (segments.at(-1)?.index ?? 0) + 1,
+        restored: plan?.restored ?? 0, liveBase, maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES, nextSegment: (segments.at(-1)?.index ?? 0) + 1,
         seq, prev: hash, size,
       });
       const records: Array<Promise<void>> = [];
-      if (tornIsLost) {
-        records.push(log.append({ type: 'audit.repaired', droppedBytes: tail.tornBytes, dropped: tail.tornText }));
+      if (dropped !== null) {
+        records.push(log.append({ type: 'audit.repaired', droppedBytes: dropped.bytes, dropped: dropped.text, ...(dropped.end !== dropped.text ? { droppedEnd: dropped.end } : {}) }));
       }
       // The head never leads the file, so a head beyond (or different at) the file's end means lines
       // were removed while we were down. Record it in the chain rather than silently re-anchoring.
@@ -306,12 +321,13 @@ export class AuditLog {
     if (this.#headTimer !== null) clearTimeout(this.#headTimer);
     this.#headTimer = null;
     while (this.#headBusy) await new Promise<void>((resolve) => this.#headIdleWaiters.push(resolve));
-    // On failure the WAL keeps its lap, and the next open() restores from it.
+    // While a repair is still pending the WAL keeps its lap, and the next open() puts the live file right from it.
     await this.#prepare().catch(() => undefined);
-    if (!this.#restorePending && this.#syncedSeq < this.#seq) await this.#syncLive(this.#seq, this.#prev, this.#size).catch(() => undefined);
-    if (!this.#restorePending && this.#syncedSeq === this.#seq) {
-      // Everything is in the live file: empty the lap, so a later open() has nothing to restore.
-      this.#wal.restartLap();
+    const clean = (): boolean => !this.#restorePending && !this.#truncatePending && !this.#walCutPending;
+    if (clean() && this.#syncedSeq < this.#seq) await this.#syncLive(this.#seq, this.#prev, this.#size).catch(() => undefined);
+    if (clean() && this.#syncedSeq === this.#seq) {
+      // Everything is durable in the live file: empty the lap, so a later open() has nothing to follow.
+      this.#wal.startLap({ liveOffset: this.#size, seq: this.#seq, hash: this.#prev });
       await this.#wal.cut().catch(() => undefined);
     }
     if (this.#headWrittenSeq !== this.#syncedSeq) await this.#writeHead();
@@ -386,12 +402,17 @@ export class AuditLog {
       if (!this.#wal.fits(buf.length)) {
         // The lap is full: the live file must hold everything durably before the WAL starts over.
         await this.#syncLive(this.#seq, this.#prev, this.#size);
-        if (this.#restorePending) throw new Error('audit file sync failed');
-        this.#wal.restartLap();
+        if (this.#restorePending || this.#syncedSeq !== this.#seq) throw new Error('audit file sync failed');
+        this.#wal.startLap({ liveOffset: this.#size, seq: this.#seq, hash: this.#prev });
       }
       await writeAll(this.#fs, this.#fd, buf);
-      if (buf.length <= this.#walBytes) await this.#wal.write(buf);
-      else await this.#syncLive(seq, prev, this.#size + buf.length); // larger than the whole WAL: durable in the live file itself
+      if (this.#wal.fits(buf.length)) {
+        await this.#wal.write(buf);
+      } else {
+        // Larger than the whole WAL: durable in the live file itself; the next lap starts after it.
+        await this.#syncLive(seq, prev, this.#size + buf.length);
+        this.#wal.startLap({ liveOffset: this.#size + buf.length, seq, hash: prev });
+      }
     } catch (err) {
       // Whatever reached either file is neither durable nor acknowledged: cut both back to the last acknowledged line.
       this.#truncatePending = true;
@@ -452,14 +473,19 @@ export class AuditLog {
    */
   #syncLive(seq: number, hash: string, size: number): Promise<void> {
     const epoch = this.#liveEpoch;
-    const synced = this.#liveSyncs.then(() => this.#fs.fdatasync(this.#fd)).then(
+    const fd = this.#fd;
+    const synced = this.#liveSyncs.then(() => this.#fs.fdatasync(fd)).then(
       () => {
-        if (epoch !== this.#liveEpoch || seq < this.#syncedSeq) return;
+        // A cut, restore or rotation came in between, or a sync before this one failed (after which
+        // Linux reports success for pages it dropped): this sync vouches for nothing.
+        if (epoch !== this.#liveEpoch) throw new Error('audit file changed while it was being synced');
+        if (seq < this.#syncedSeq) return;
         this.#syncedSeq = seq;
         this.#syncedHash = hash;
         this.#syncedSize = size;
       },
       (err: unknown) => {
+        this.#liveEpoch++;
         this.#restorePending = true;
         this.#healthy = false;
         throw err;
@@ -470,21 +496,30 @@ export class AuditLog {
   }
 
   /**
-   * After a failed sync of the live file: cut it back to its last durable size and copy the lines
-   * after that from the WAL, whose lap still holds them (a lap only starts over after a good sync).
+   * After a failed sync of the live file: what it holds past the lap's base may never reach the disk
+   * (the page cache can still show it), so it is cut and written again from the WAL, whose lap holds
+   * it (a lap only starts over after a good sync, and the WAL cut ran first in #prepare).
    */
   async #restoreIfPending(): Promise<void> {
     if (!this.#restorePending) return;
     this.#liveEpoch++;
     await this.#liveSyncs;
     const wal = await readWal(this.#walPath);
-    const lost = wal === null ? null : walContinuation(wal, this.#syncedSeq, this.#syncedHash);
-    const held = lost === null ? this.#syncedSeq : lost.seq;
-    if (held !== this.#seq) throw new Error(`audit WAL holds the chain up to seq ${held}, not ${this.#seq}; restart pamgate to recover`);
-    await this.#fs.ftruncate(this.#fd, this.#syncedSize);
-    if (lost !== null && lost.lines > 0) await writeAll(this.#fs, this.#fd, lost.bytes);
+    const lap = wal === null ? null : readLap(wal);
+    const plan = lap === null ? null : await planReplay(this.path, lap, this.#liveBase, true);
+    let size: number;
+    let append: Buffer;
+    if (plan !== null && plan.seq === this.#seq && plan.size === this.#size) {
+      ({ cutAt: size, append } = plan);
+    } else if ((lap === null || lap.seq < this.#seq) && this.#syncedSeq === this.#seq) {
+      ({ size, append } = { size: this.#size, append: Buffer.alloc(0) }); // nothing acknowledged since the last good sync
+    } else {
+      throw new Error(`audit WAL does not hold what ${this.path} may have lost; restart pamgate to recover it`);
+    }
+    await this.#fs.ftruncate(this.#fd, size);
+    await writeAll(this.#fs, this.#fd, append);
     this.#liveEpoch++;
-    await this.#syncLive(this.#seq, this.#prev, this.#syncedSize + (lost?.bytes.length ?? 0));
+    await this.#syncLive(this.#seq, this.#prev, this.#size);
     this.#restorePending = false;
     this.#truncatePending = false;
   }
@@ -499,11 +534,13 @@ export class AuditLog {
   async #rotate(): Promise<void> {
     const rename = this.#fs.rename ?? nodeAuditFs.rename!;
     const syncDir = this.#fs.syncDir ?? nodeAuditFs.syncDir!;
+    if (this.#truncatePending || this.#restorePending || this.#walCutPending) return;
+    this.#rotating = true;
     try {
+      // The file being closed (the live file, or the segment it already became) holds everything durably first.
+      await this.#syncLive(this.#seq, this.#prev, this.#size);
+      if (this.#restorePending || this.#syncedSeq !== this.#seq) return;
       if (!this.#liveMissing) {
-        if (this.#truncatePending || this.#restorePending) return;
-        await this.#syncLive(this.#seq, this.#prev, this.#size);
-        if (this.#restorePending || this.#syncedSeq !== this.#seq) return;
         await rename(this.path, join(this.#dir, segmentName(this.#nextSegment)));
         this.#nextSegment++;
         this.#liveMissing = true;
@@ -516,12 +553,17 @@ export class AuditLog {
       this.#fd = fd;
       this.#size = 0;
       this.#syncedSize = 0;
+      this.#liveBase = { seq: this.#seq, hash: this.#prev };
       this.#liveMissing = false;
       await this.#fs.close(old).catch(() => undefined);
       await syncDir(this.#dir);
-      this.#wal.restartLap(); // everything so far is durable in the segment
+      // The lap's lines are all in the segment, durably: start an empty one on the new file.
+      this.#wal.startLap({ liveOffset: 0, seq: this.#seq, hash: this.#prev });
+      await this.#wal.cut().catch(() => undefined);
     } catch {
       // Keep appending to the open fd (live file or, after the rename, the newest segment).
+    } finally {
+      this.#rotating = false;
     }
   }
 
@@ -575,7 +617,7 @@ export class AuditLog {
     this.#headBusy = true;
     this.#headWrittenAt = performance.now();
     // A cut or restore in progress owns the live file; the next checkpoint will catch up.
-    if (!this.#truncatePending && !this.#restorePending && this.#syncedSeq < this.#seq) {
+    if (!this.#truncatePending && !this.#restorePending && !this.#rotating && this.#syncedSeq < this.#seq) {
       await this.#syncLive(this.#seq, this.#prev, this.#size).catch(() => undefined);
     }
     if (this.#headWrittenSeq !== this.#syncedSeq) await this.#writeHead();
@@ -607,19 +649,6 @@ async function writeAll(fs: AuditFs, fd: number, buf: Buffer): Promise<void> {
   }
 }
 
-/** Whether the `length` bytes of `path` at `at` are how `bytes` begins. */
-async function startsWith(path: string, at: number, length: number, bytes: Buffer): Promise<boolean> {
-  if (length > bytes.length) return false;
-  const fh = await open(path, 'r');
-  try {
-    const buf = Buffer.alloc(length);
-    const { bytesRead } = await fh.read(buf, 0, length, at);
-    return bytesRead === length && buf.equals(bytes.subarray(0, length));
-  } finally {
-    await fh.close();
-  }
-}
-
 function nextCheckPhase(): Promise<void> {
   return new Promise<void>((resolve) => setImmediate(resolve));
 }
@@ -634,4 +663,11 @@ async function continueFrom(live: string, lastSegment: string | undefined): Prom
   if (tail.seq > 0 || lastSegment === undefined) return tail;
   const previous = await readTail(lastSegment);
   return { ...tail, seq: previous.seq, hash: previous.hash };
+}
+
+/** The chain position ahead of the live file: the newest segment's last line, or seq 0. */
+async function chainBefore(lastSegment: string | undefined): Promise<{ seq: number; hash: string }> {
+  if (lastSegment === undefined) return { seq: 0, hash: GENESIS };
+  const { seq, hash } = await readTail(lastSegment);
+  return { seq, hash };
 }

@@ -1,5 +1,6 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { GENESIS, parseStoredLine } from './line.js';
+import type { Lap } from './wal.js';
 
 export interface TailState {
   /** seq and hash of the last well-formed line (0 and GENESIS when there is none). */
@@ -76,6 +77,70 @@ export async function readTail(path: string): Promise<TailState> {
         ? (await readRange(fh, tornStart, tornStart + Math.min(tornBytes, TORN_TEXT_MAX * 4))).toString('utf8').slice(0, TORN_TEXT_MAX)
         : '';
     return { seq, hash, durableSize: tornStart, tornBytes, tornText };
+  } finally {
+    await fh.close();
+  }
+}
+
+export interface ReplayPlan {
+  /** Cut the live file to this size, then append `append`. */
+  cutAt: number;
+  append: Buffer;
+  /** Lines in `append`: lines the live file did not hold whole and as written. */
+  restored: number;
+  /** What the cut removes that is not the start of a lap line (no recorded line): for audit.repaired. */
+  dropped: { bytes: number; text: string; end: string } | null;
+  /** Where the chain and the file end afterwards. */
+  seq: number;
+  hash: string;
+  size: number;
+}
+
+/**
+ * From a lap's base on, the live file must read as the lap (wal.ts). Checks the base is still in
+ * the file — `before` is the chain position ahead of the file's first byte (the last segment's
+ * end, or seq 0) — and plans how to make the rest so: keep what already matches, line by line
+ * (`rewrite`: keep nothing, for when the page cache may show bytes the disk lost), cut the rest,
+ * append the lap's remaining lines. Null when the base is not in the file (lines removed or the file
+ * replaced while down: not for replay to guess; the head check and verify report it).
+ */
+export async function planReplay(path: string, lap: Lap, before: { seq: number; hash: string }, rewrite = false): Promise<ReplayPlan | null> {
+  const fh = await open(path, 'r');
+  try {
+    const size = (await fh.stat()).size;
+    const { liveOffset, seq, hash } = lap.base;
+    if (liveOffset > size) return null;
+    if (liveOffset === 0) {
+      if (before.seq !== seq || before.hash !== hash) return null;
+    } else {
+      const scratch = Buffer.allocUnsafe(CHUNK);
+      const last = await readRange(fh, liveOffset - 1, liveOffset);
+      if (last[0] !== 10) return null;
+      const start = (await lastNewline(fh, liveOffset - 1, scratch)) + 1;
+      const parsed = liveOffset - 1 - start <= MAX_LINE ? parseStoredLine(await readRange(fh, start, liveOffset - 1)) : null;
+      if (parsed === null || parsed.seq !== seq || parsed.hash !== hash) return null;
+    }
+    const after = size - liveOffset;
+    const live = rewrite ? Buffer.alloc(0) : await readRange(fh, liveOffset, liveOffset + Math.min(after, lap.bytes.length));
+    let same = 0;
+    while (same < live.length && live[same] === lap.bytes[same]) same++;
+    // Whole lines only (a Buffer's lastIndexOf counts a negative offset from the end: guard 0).
+    const keep = same === lap.bytes.length ? same : same === 0 ? 0 : lap.bytes.lastIndexOf(10, same - 1) + 1;
+    const cutAt = liveOffset + keep;
+    const append = lap.bytes.subarray(keep);
+    // What the cut removes within the lap's length is a damaged copy of lap lines, rewritten; only
+    // bytes past the whole lap are not recorded anywhere (a batch whose durable write never
+    // finished, a refused batch, torn bytes).
+    let dropped: ReplayPlan['dropped'] = null;
+    const beyond = Math.max(cutAt, liveOffset + lap.bytes.length);
+    if (!rewrite && size > beyond) {
+      const text = (await readRange(fh, beyond, Math.min(size, beyond + TORN_TEXT_MAX * 4))).toString('utf8').slice(0, TORN_TEXT_MAX);
+      const end = size - beyond > TORN_TEXT_MAX ? (await readRange(fh, Math.max(beyond, size - 800), size)).toString('utf8').slice(-200) : text;
+      dropped = { bytes: size - beyond, text, end };
+    }
+    let restored = 0;
+    for (let i = append.indexOf(10); i !== -1; i = append.indexOf(10, i + 1)) restored++;
+    return { cutAt, append, restored, dropped, seq: lap.seq, hash: lap.hash, size: cutAt + append.length };
   } finally {
     await fh.close();
   }

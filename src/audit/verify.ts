@@ -4,14 +4,13 @@ import { basename, dirname, join } from 'node:path';
 import { GENESIS, computedHash, isRecord, storedHash } from './line.js';
 import { headPathFor, readHead } from './head.js';
 import { LIVE_FILE, chainFiles, isSegment } from './segments.js';
-import { WAL_FILE, readWal, walContinuation } from './wal.js';
+import { WAL_FILE, lapAfter, readLap, readWal } from './wal.js';
 
 export type VerifyResult =
   /**
    * `segments`: rotated files checked before the live one (absent when there were none).
-   * `inWal`: acknowledged lines that continue the chain in audit.wal but are not in the file yet
-   * (a crash took them from it, and the next start copies them back; or a running gateway is
-   * between its two writes). Absent when there are none.
+   * `inWal`: acknowledged lines that continue the chain in audit.wal but are not in the file (a
+   * crash took them from it; the next start copies them back). Absent when there are none.
    */
   | { ok: true; events: number; lastHash: string; segments?: number; inWal?: number }
   /** `line` counts within `file`, which is given only when it is not the path that was asked about. */
@@ -130,7 +129,7 @@ async function verifyFiles(path: string, live: string, files: string[]): Promise
   }
   const segments = files.length - 1;
   const wal = basename(live) === LIVE_FILE ? await readWal(join(dirname(live), WAL_FILE)) : null;
-  const inWal = wal === null ? 0 : walContinuation(wal, events, chain.prev).lines;
+  const inWal = wal === null ? 0 : lapAfter(readLap(wal), events, chain.prev).lines;
   return { ok: true, events, lastHash: chain.prev, ...(segments > 0 ? { segments } : {}), ...(inWal > 0 ? { inWal } : {}) };
 }
 

@@ -13,8 +13,10 @@ import { computedHash, isRecord, storedHash } from './line.js';
  * hold what came after the last checkpoint.
  *
  * A *lap* starts at offset 0, only once audit.jsonl is durable up to the line before it, and then
- * runs on contiguously. After a crash, the lines audit.jsonl lacks are the lap's lines, read from
- * offset 0 while each one verifies and chains on, that come after audit.jsonl's last line.
+ * runs on contiguously. Its first line is a header naming that base: where audit.jsonl ended (byte
+ * offset) and the seq and hash of its last line. After a crash, audit.jsonl from the base on must
+ * be the lap's lines (each verified and chained on the one before): open() checks the base is
+ * still there and rewrites whatever after it differs (log.ts, recover.ts).
  */
 export const WAL_FILE = 'audit.wal';
 export const DEFAULT_WAL_BYTES = 16 * 1024 * 1024;
@@ -23,6 +25,15 @@ export type WalSyncMode = 'o_dsync' | 'fdatasync';
 
 const ZERO_CHUNK = 1024 * 1024;
 const NUL: Buffer = Buffer.alloc(1);
+/** Upper bound of a header line's length: `{"lap":1,"liveOffset":<≤16 digits>,"seq":<≤16>,"hash":"<64>"}\n`. */
+export const LAP_HEADER_MAX = 160;
+
+/** Where audit.jsonl stood, durably, when a lap began. */
+export interface LapBase {
+  liveOffset: number;
+  seq: number;
+  hash: string;
+}
 
 export class Wal {
   readonly #fs: AuditFs;
@@ -30,6 +41,8 @@ export class Wal {
   readonly #size: number;
   readonly #syncMode: WalSyncMode;
   #offset = 0;
+  /** The header of a lap that has begun but holds no batch yet; written with its first batch. */
+  #header: Buffer | null = null;
 
   private constructor(fs: AuditFs, fd: number, size: number, syncMode: WalSyncMode) {
     this.#fs = fs;
@@ -52,29 +65,36 @@ export class Wal {
 
   /** Whether `bytes` more fit in this lap. */
   fits(bytes: number): boolean {
-    return this.#offset + bytes <= this.#size;
+    return this.#offset + (this.#header?.length ?? 0) + bytes <= this.#size;
   }
 
-  /** The next write goes to offset 0. Only once audit.jsonl is durable up to the last acknowledged line. */
-  restartLap(): void {
+  /**
+   * The next write goes to offset 0, headed by `base`. Only once audit.jsonl is durable up to
+   * `base`, the last acknowledged line. The old lap stays readable until that write (or a cut).
+   */
+  startLap(base: LapBase): void {
     this.#offset = 0;
+    this.#header = Buffer.from(JSON.stringify({ lap: 1, liveOffset: base.liveOffset, seq: base.seq, hash: base.hash }) + '\n', 'latin1');
   }
 
-  /** Writes `buf` at the lap's next offset and returns once it is on stable storage. */
+  /** Writes `buf` at the lap's next offset (after the lap's header, for its first batch) and returns once it is on stable storage. */
   async write(buf: Buffer): Promise<void> {
+    const data = this.#header === null ? buf : Buffer.concat([this.#header, buf]);
     let off = 0;
-    while (off < buf.length) {
-      const written = await this.#fs.write(this.#fd, buf, off, buf.length - off, this.#offset + off);
+    while (off < data.length) {
+      const written = await this.#fs.write(this.#fd, data, off, data.length - off, this.#offset + off);
       if (written <= 0) throw new Error('audit WAL write made no progress');
       off += written;
     }
     if (this.#syncMode === 'fdatasync') await this.#fs.fdatasync(this.#fd);
-    this.#offset += buf.length;
+    this.#offset += data.length;
+    this.#header = null;
   }
 
   /**
    * Makes the lap end at the current offset, durably: a NUL where the next line would start. After a
    * failed write, the lines of the refused batch that did reach the disk can then never be replayed.
+   * Right after startLap() it empties the lap (offset 0: no header, nothing to replay).
    */
   async cut(): Promise<void> {
     const written = await this.#fs.write(this.#fd, NUL, 0, 1, this.#offset);
@@ -119,22 +139,51 @@ interface LapLine {
   start: number;
 }
 
-/** The lap's lines from offset 0: each one well formed, its hash right, chained on the one before. */
-function lapLines(wal: Buffer): { lines: LapLine[]; end: number } {
-  const lines: LapLine[] = [];
-  let start = 0;
-  while (start < wal.length && wal[start] === 0x7b) {
-    const nl = wal.indexOf(10, start);
+/** A lap as read back: its base, its lines' bytes (from the first line to the last line's end), and where its chain ends. */
+export interface Lap {
+  base: LapBase;
+  /** Offset in the WAL of the first line after the header. */
+  start: number;
+  bytes: Buffer;
+  lines: number;
+  seq: number;
+  hash: string;
+}
+
+/** The lap at offset 0: a valid header, then lines that each verify and chain on, from the base. Null without a header. */
+export function readLap(wal: Buffer): Lap | null {
+  const headerEnd = wal[0] === 0x7b ? wal.indexOf(10) : -1;
+  if (headerEnd === -1 || headerEnd > LAP_HEADER_MAX) return null;
+  const base = parseHeader(wal.subarray(0, headerEnd));
+  if (base === null) return null;
+  let { seq, hash } = base;
+  let lines = 0;
+  let at = headerEnd + 1;
+  while (at < wal.length && wal[at] === 0x7b) {
+    const nl = wal.indexOf(10, at);
     if (nl === -1) break;
-    const raw = wal.subarray(start, nl);
-    const line = verifiedLine(raw, start);
-    if (line === null) break;
-    const last = lines.at(-1);
-    if (last !== undefined && (line.seq !== last.seq + 1 || line.prev !== last.hash)) break;
-    lines.push(line);
-    start = nl + 1;
+    const line = verifiedLine(wal.subarray(at, nl), at);
+    if (line === null || line.seq !== seq + 1 || line.prev !== hash) break;
+    ({ seq, hash } = line);
+    lines++;
+    at = nl + 1;
   }
-  return { lines, end: start };
+  return { base, start: headerEnd + 1, bytes: wal.subarray(headerEnd + 1, at), lines, seq, hash };
+}
+
+function parseHeader(raw: Buffer): LapBase | null {
+  let obj: unknown;
+  try {
+    obj = JSON.parse(raw.toString('latin1'));
+  } catch {
+    return null;
+  }
+  if (!isRecord(obj) || obj['lap'] !== 1) return null;
+  const { liveOffset, seq, hash } = obj;
+  if (typeof liveOffset !== 'number' || !Number.isSafeInteger(liveOffset) || liveOffset < 0) return null;
+  if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0) return null;
+  if (typeof hash !== 'string' || !/^[0-9a-f]{64}$/.test(hash)) return null;
+  return { liveOffset, seq, hash };
 }
 
 function verifiedLine(raw: Buffer, start: number): LapLine | null {
@@ -153,18 +202,16 @@ function verifiedLine(raw: Buffer, start: number): LapLine | null {
 }
 
 /**
- * The bytes of the lap that continue a chain ending at (seq, hash): what audit.jsonl lacks, and the
- * seq and hash the chain then ends at. Nothing when the lap holds nothing after it, or when the lap
- * does not continue that chain (a lap of an older chain, or a file changed while we were down:
- * verify reports that; replay must not guess).
+ * The lines of the lap after a chain position (seq, hash) inside it: what a file ending there
+ * lacks. Nothing when the lap holds nothing after it or does not pass through it.
  */
-export function walContinuation(wal: Buffer, seq: number, hash: string): { bytes: Buffer; lines: number; seq: number; hash: string } {
-  const none = { bytes: Buffer.alloc(0), lines: 0, seq, hash };
-  const { lines, end } = lapLines(wal);
-  const at = lines.findIndex((l) => l.seq > seq);
-  if (at === -1) return none;
-  const first = lines[at]!;
-  if (first.seq !== seq + 1 || first.prev !== hash) return none;
-  const last = lines.at(-1)!;
-  return { bytes: wal.subarray(first.start, end), lines: lines.length - at, seq: last.seq, hash: last.hash };
+export function lapAfter(lap: Lap | null, seq: number, hash: string): { bytes: Buffer; lines: number } {
+  const none = { bytes: Buffer.alloc(0), lines: 0 };
+  if (lap === null || lap.lines === 0 || seq >= lap.seq || seq < lap.base.seq) return none;
+  if (seq === lap.base.seq) return hash === lap.base.hash ? { bytes: lap.bytes, lines: lap.lines } : none;
+  let at = 0;
+  for (let n = lap.base.seq + 1; n <= seq; n++) at = lap.bytes.indexOf(10, at) + 1;
+  const line = verifiedLine(lap.bytes.subarray(lap.bytes.lastIndexOf(10, at - 2) + 1, at - 1), 0);
+  if (line === null || line.seq !== seq || line.hash !== hash) return none;
+  return { bytes: lap.bytes.subarray(at), lines: lap.seq - seq };
 }

@@ -41,7 +41,7 @@ function tracedFs(opts: { slowSync?: number } = {}) {
     },
     write: async (fd, buf, off, len, pos) => {
       const n = await nodeAuditFs.write(fd, buf, off, len, pos);
-      calls.push(`${pos === null ? 'append' : 'write'} ${name(fd)}`);
+      calls.push(`${pos === null ? 'append' : len === 1 ? 'cut' : 'write'} ${name(fd)}`);
       return n;
     },
     fdatasync: async (fd) => {

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat, truncate } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { nodeAuditFs, type AuditFs } from '../../src/audit/fs.js';
 import { AuditLog } from '../../src/audit/log.js';
 import { verifyAuditFile } from '../../src/audit/verify.js';
-import { walContinuation } from '../../src/audit/wal.js';
+import { lapAfter, readLap } from '../../src/audit/wal.js';
 
 // The durable write of a batch goes to audit.wal; audit.jsonl is only synced by checkpoints. These
 // tests take away what a crash can take away (the live file's unsynced tail) and check that nothing
@@ -32,13 +32,14 @@ async function events(path: string): Promise<Parsed[]> {
  * A separate process appends `n` events (in batches of `batch`), prints once each batch is
  * acknowledged, and is killed with SIGKILL right after the last one: no close(), no checkpoint after.
  */
-function appendThenCrash(n: number, batch: number, walBytes?: number): Promise<string> {
+function appendThenCrash(n: number, batch: number, walBytes?: number, waitMs = 0): Promise<string> {
   const script = `
     const { AuditLog } = await import(${JSON.stringify(LOG_JS)});
     const log = await AuditLog.open({ dir: ${JSON.stringify(dir)}${walBytes ? `, walBytes: ${walBytes}` : ''} });
     for (let i = 0; i < ${n}; i += ${batch}) {
       await Promise.all(Array.from({ length: Math.min(${batch}, ${n} - i) }, (_, k) => log.append({ type: 'task.executed', i: i + k, pad: 'p'.repeat(100) })));
     }
+    await new Promise((r) => setTimeout(r, ${waitMs}));
     process.stdout.write('acknowledged ${n}\\n', () => process.kill(process.pid, 'SIGKILL'));
   `;
   return new Promise((resolve) => {
@@ -91,13 +92,13 @@ describe('audit.wal: what a crash took from audit.jsonl comes back', () => {
     expect(await appendThenCrash(500, 7, walBytes)).toContain('acknowledged 500');
     expect((await stat(join(dir, 'audit.wal'))).size).toBe(walBytes);
     // Every line the last lap holds may be gone from the live file; anything before it must be durable there.
-    const wal = await readFile(join(dir, 'audit.wal'));
-    const firstInLap = JSON.parse(wal.subarray(0, wal.indexOf(10)).toString('utf8')) as Parsed;
-    expect(firstInLap.seq).toBeGreaterThan(400);
-    await loseLiveTail(firstInLap.seq - 1);
+    const lap = readLap(await readFile(join(dir, 'audit.wal')))!;
+    expect(lap.base.seq).toBeGreaterThan(400);
+    expect(lap.seq).toBe(500);
+    await loseLiveTail(lap.base.seq);
 
     const log = await AuditLog.open({ dir, walBytes });
-    expect(log.restoredLines).toBe(500 - (firstInLap.seq - 1));
+    expect(log.restoredLines).toBe(500 - lap.base.seq);
     await log.close();
     expect(await verifyAuditFile(log.path)).toMatchObject({ ok: true, events: 500 });
   });
@@ -128,14 +129,35 @@ describe('audit.wal: what a crash took from audit.jsonl comes back', () => {
     expect(all.map((e) => e.type)).toEqual(['x', 'x', 'x', 'audit.truncated']);
   });
 
-  it('does not replay a lap that does not continue the live file (a changed file is for verify to report)', async () => {
+  it('reads a lap from its header on, and finds what follows a given chain position in it', async () => {
     await appendThenCrash(20, 4);
-    const wal = await readFile(join(dir, 'audit.wal'));
+    const lap = readLap(await readFile(join(dir, 'audit.wal')))!;
     const lines = (await readFile(join(dir, 'audit.jsonl'), 'utf8')).split('\n');
+    expect(lap).toMatchObject({ base: { liveOffset: 0, seq: 0, hash: '0'.repeat(64) }, lines: 20, seq: 20, hash: (JSON.parse(lines[19]!) as Parsed).hash });
     const at10 = JSON.parse(lines[9]!) as Parsed;
-    expect(walContinuation(wal, 10, at10.hash).lines).toBe(10);
-    expect(walContinuation(wal, 10, 'f'.repeat(64)).lines).toBe(0);
-    expect(walContinuation(wal, 20, (JSON.parse(lines[19]!) as Parsed).hash).lines).toBe(0);
+    expect(lapAfter(lap, 10, at10.hash).lines).toBe(10);
+    expect(lapAfter(lap, 10, at10.hash).bytes.toString()).toBe(lines.slice(10).join('\n'));
+    expect(lapAfter(lap, 10, 'f'.repeat(64)).lines).toBe(0);
+    expect(lapAfter(lap, 20, (JSON.parse(lines[19]!) as Parsed).hash).lines).toBe(0);
+  });
+
+  it('does not follow a lap whose base is gone from the live file (lines removed while down): the head check reports it', async () => {
+    await appendThenCrash(20, 4);
+    await writeFile(join(dir, 'audit.jsonl'), ''); // someone emptied it while down
+    const log = await AuditLog.open({ dir });
+    expect(log.restoredLines).toBe(20); // the lap's base (seq 0 at offset 0) is still there, so the lap is followed
+    await log.close();
+    expect(await verifyAuditFile(dir)).toMatchObject({ ok: true, events: 20 });
+
+    // A lap based after lines that are no longer in the file is not followed.
+    expect(await appendThenCrash(30, 1, 4096, 300)).toContain('acknowledged 30'); // the wait lets a checkpoint write the head
+    const lap = readLap(await readFile(join(dir, 'audit.wal')))!;
+    expect(lap.base.seq).toBeGreaterThan(20);
+    await loseLiveTail(lap.base.seq - 3); // the base itself is gone
+    const third = await AuditLog.open({ dir, walBytes: 4096 });
+    expect(third.restoredLines).toBe(0);
+    await third.close();
+    expect((await events(join(dir, 'audit.jsonl'))).at(-1)!.type).toBe('audit.truncated');
   });
 });
 

@@ -1,0 +1,138 @@
+import { openSync, closeSync, writeSync } from 'node:fs';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { nodeAuditFs, type AuditFs } from '../../src/audit/fs.js';
+import { AuditLog } from '../../src/audit/log.js';
+import { verifyAuditFile } from '../../src/audit/verify.js';
+import { diskModel } from './helpers/disk-model.js';
+
+// Power loss against a model of what is on the disk (helpers/disk-model.ts): only what a good
+// fdatasync covered survives in audit.jsonl, and a failed fdatasync loses its pages for good.
+// Every acknowledged event must be in the chain after the next open(); no refused one may be.
+
+let dir: string;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'pamgate-power-'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Event types in chain order, over the segments and the live file. */
+async function chainTypes(): Promise<string[]> {
+  const names = (await readdir(dir)).filter((n) => n.endsWith('.jsonl'));
+  names.sort((a, b) => Number(a === 'audit.jsonl') - Number(b === 'audit.jsonl') || a.localeCompare(b));
+  const out: string[] = [];
+  for (const name of names) {
+    for (const line of (await readFile(join(dir, name), 'utf8')).split('\n').filter(Boolean)) out.push((JSON.parse(line) as { type: string }).type);
+  }
+  return out;
+}
+
+function recorder(log: AuditLog): { acked: string[]; add(type: string, pad?: number): Promise<boolean> } {
+  const acked: string[] = [];
+  return {
+    acked,
+    add: (type, pad = 100) => log.append({ type, pad: 'p'.repeat(pad) }).then(() => (acked.push(type), true), () => false),
+  };
+}
+
+describe('power loss', () => {
+  it('a failed sync of the live file does not let a sync queued behind it vouch for the lost pages', async () => {
+    const { fs, ctl, powerLoss } = diskModel();
+    const log = await AuditLog.open({ dir, fs, walBytes: 64 * 1024 });
+    const { acked, add } = recorder(log);
+    for (const t of ['a1', 'a2', 'a3']) await add(t);
+    await sleep(200); // a checkpoint syncs them
+    ctl.failNextLiveSync = 50; // the next checkpoint's sync fails, slowly
+    await add('b4', 8000);
+    await add('b5', 8000);
+    await add('c6', 50_000); // fills the lap: its sync queues behind the failing one
+    await sleep(100);
+    for (let i = 0; i < 6; i++) await add(`d${i}`, 400); // new laps overwrite the WAL
+    await sleep(200);
+    powerLoss(dir);
+
+    const reopened = await AuditLog.open({ dir });
+    await reopened.close();
+    const types = await chainTypes();
+    for (const t of acked) expect(types).toContain(t);
+    expect(acked).toEqual(expect.arrayContaining(['b4', 'b5', 'd5']));
+    expect(await verifyAuditFile(dir)).toMatchObject({ ok: true });
+  });
+
+  it('a rotation retried after the new live file could not be opened syncs the segment before the WAL starts over', async () => {
+    const { fs, ctl, powerLoss } = diskModel();
+    const log = await AuditLog.open({ dir, fs, maxBytes: 3000, walBytes: 64 * 1024 });
+    const { acked, add } = recorder(log);
+    for (let i = 0; i < 6; i++) await add(`a${i}`);
+    await sleep(150);
+    ctl.failLiveOpens = 1;
+    await add('big', 3000); // rotation: rename, then the open of the new file fails
+    await add('B1', 6000); // goes into the renamed segment; the retried rotation follows
+    await add('B2', 6000);
+    for (const t of ['C1', 'C2', 'C3']) await add(t, 6000);
+    await sleep(250);
+    powerLoss(dir);
+
+    const reopened = await AuditLog.open({ dir, walBytes: 64 * 1024 });
+    await reopened.close();
+    expect(await chainTypes()).toEqual(expect.arrayContaining(acked));
+    expect(acked).toContain('B1');
+    expect(await verifyAuditFile(dir)).toMatchObject({ ok: true });
+  });
+
+  it('lines lost from the middle of the unsynced part (writeback out of order) come back from the WAL', async () => {
+    const log = await AuditLog.open({ dir });
+    for (let i = 0; i < 20; i++) await log.append({ type: `e${i}`, pad: 'p'.repeat(300) });
+    // Crash with the live file's second page never written back, later pages (and the size) on disk.
+    const fd = openSync(join(dir, 'audit.jsonl'), 'r+');
+    writeSync(fd, Buffer.alloc(4096), 0, 4096, 4096);
+    closeSync(fd);
+
+    const reopened = await AuditLog.open({ dir });
+    expect(reopened.restoredLines).toBeGreaterThan(0);
+    await reopened.close();
+    expect(await chainTypes()).toEqual(Array.from({ length: 20 }, (_, i) => `e${i}`));
+    expect(await verifyAuditFile(dir)).toMatchObject({ ok: true, events: 20 });
+  });
+
+  it('a refused batch whose cut-back failed is not made durable by close(), and is dropped (on record) at the next open', async () => {
+    const names = new Map<number, string>();
+    const faults = { wal: false, truncate: false };
+    const fs: AuditFs = {
+      ...nodeAuditFs,
+      open: async (path, flags, mode) => {
+        const fd = await nodeAuditFs.open(path, flags, mode);
+        names.set(fd, path.split('/').at(-1)!);
+        return fd;
+      },
+      write: async (fd, buf, off, len, pos) => {
+        if (names.get(fd) === 'audit.wal' && faults.wal && len > 1) throw Object.assign(new Error('EIO: wal'), { code: 'EIO' });
+        return nodeAuditFs.write(fd, buf, off, len, pos);
+      },
+      ftruncate: async (fd, length) => {
+        if (faults.truncate) throw Object.assign(new Error('EIO: truncate'), { code: 'EIO' });
+        return nodeAuditFs.ftruncate(fd, length);
+      },
+    };
+    const log = await AuditLog.open({ dir, fs });
+    await log.append({ type: 'ok' });
+    faults.wal = true;
+    faults.truncate = true;
+    await expect(log.append({ type: 'REFUSED' })).rejects.toThrow(/EIO/);
+    await log.close();
+
+    const reopened = await AuditLog.open({ dir });
+    await reopened.append({ type: 'next' });
+    await reopened.close();
+    expect(await chainTypes()).toEqual(['ok', 'audit.repaired', 'next']);
+    const repaired = (await readFile(join(dir, 'audit.jsonl'), 'utf8')).split('\n')[1]!;
+    expect(JSON.parse(repaired)).toMatchObject({ type: 'audit.repaired', dropped: expect.stringContaining('"type":"REFUSED"') });
+    expect(await verifyAuditFile(dir)).toMatchObject({ ok: true, events: 3 });
+  });
+});

@@ -1,0 +1,98 @@
+import * as nodeFs from 'node:fs';
+import { nodeAuditFs, type AuditFs } from '../../../src/audit/fs.js';
+
+const PAGE = 4096;
+
+interface Disk {
+  image: Buffer;
+  dirty: Set<number>;
+}
+
+export interface DiskControl {
+  /** The next fdatasync of audit.jsonl fails after this many ms, Linux-style: its dirty pages are marked clean but never written. */
+  failNextLiveSync: number | null;
+  /** Opens of audit.jsonl that fail (EMFILE) before they work again. */
+  failLiveOpens: number;
+}
+
+/**
+ * node:fs for the audit writer, plus a model of what is on the *disk* for each .jsonl file: pages
+ * written since the last good fdatasync are only in the page cache. A failed fdatasync drops them
+ * (Linux reports the error once and marks the pages clean; the next fdatasync succeeds). `powerLoss`
+ * then replaces each .jsonl file by its disk image. audit.wal is written O_DSYNC and needs no model.
+ */
+export function diskModel(): { fs: AuditFs; ctl: DiskControl; powerLoss(dir: string): void } {
+  const names = new Map<number, string>();
+  const paths = new Map<number, string>();
+  const disks = new Map<string, Disk>();
+  const ctl: DiskControl = { failNextLiveSync: null, failLiveOpens: 0 };
+  const disk = (name: string): Disk => {
+    let d = disks.get(name);
+    if (d === undefined) disks.set(name, (d = { image: Buffer.alloc(0), dirty: new Set() }));
+    return d;
+  };
+  const touch = (name: string, from: number, to: number): void => {
+    for (let p = Math.floor(from / PAGE); p <= Math.floor(Math.max(from, to - 1) / PAGE); p++) disk(name).dirty.add(p);
+  };
+  const fs: AuditFs = {
+    ...nodeAuditFs,
+    open: async (path, flags, mode) => {
+      const name = path.split('/').at(-1)!;
+      if (name === 'audit.jsonl' && ctl.failLiveOpens > 0) {
+        ctl.failLiveOpens--;
+        throw Object.assign(new Error('EMFILE: injected'), { code: 'EMFILE' });
+      }
+      const fd = await nodeAuditFs.open(path, flags, mode);
+      names.set(fd, name);
+      paths.set(fd, path);
+      if (name.endsWith('.jsonl') && !disks.has(name)) disk(name).image = nodeFs.readFileSync(path);
+      return fd;
+    },
+    write: async (fd, buf, off, len, pos) => {
+      const name = names.get(fd);
+      if (name?.endsWith('.jsonl')) {
+        const at = pos ?? nodeFs.fstatSync(fd).size;
+        touch(name, at, at + len);
+      }
+      return nodeAuditFs.write(fd, buf, off, len, pos);
+    },
+    ftruncate: async (fd, length) => {
+      const name = names.get(fd);
+      if (name?.endsWith('.jsonl')) touch(name, length, length + 1);
+      return nodeAuditFs.ftruncate(fd, length);
+    },
+    fdatasync: async (fd) => {
+      const name = names.get(fd);
+      if (!name?.endsWith('.jsonl')) return nodeAuditFs.fdatasync(fd);
+      const d = disk(name);
+      if (name === 'audit.jsonl' && ctl.failNextLiveSync !== null) {
+        const delay = ctl.failNextLiveSync;
+        ctl.failNextLiveSync = null;
+        await new Promise((r) => setTimeout(r, delay));
+        d.dirty.clear();
+        throw Object.assign(new Error('EIO: injected live fdatasync'), { code: 'EIO' });
+      }
+      await nodeAuditFs.fdatasync(fd);
+      const now = nodeFs.readFileSync(paths.get(fd)!);
+      const image = Buffer.alloc(now.length);
+      d.image.copy(image, 0, 0, Math.min(d.image.length, now.length));
+      for (const p of d.dirty) now.copy(image, p * PAGE, p * PAGE, Math.min(now.length, (p + 1) * PAGE));
+      d.image = image;
+      d.dirty.clear();
+    },
+    rename: async (from, to) => {
+      const a = from.split('/').at(-1)!;
+      const b = to.split('/').at(-1)!;
+      disks.set(b, disk(a));
+      disks.delete(a);
+      for (const [fd, n] of names) if (n === a) (names.set(fd, b), paths.set(fd, to));
+      return nodeAuditFs.rename!(from, to);
+    },
+  };
+  const powerLoss = (dir: string): void => {
+    for (const name of nodeFs.readdirSync(dir)) {
+      if (name.endsWith('.jsonl')) nodeFs.writeFileSync(`${dir}/${name}`, disks.get(name)?.image ?? Buffer.alloc(0));
+    }
+  };
+  return { fs, ctl, powerLoss };
+}
