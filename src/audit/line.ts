@@ -92,8 +92,8 @@ export function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** Parses a stored line just enough to continue the chain from it; null if it is not a well-formed line. */
-export function parseStoredLine(line: Buffer): { seq: number; hash: string } | null {
+/** Parses a stored line just enough to continue the chain from it (its hash is not recomputed); null if it is not a well-formed line. */
+export function parseStoredLine(line: Buffer): { seq: number; hash: string; prev: unknown } | null {
   const hash = storedHash(line);
   if (hash === null) return null;
   let obj: unknown;
@@ -105,5 +105,5 @@ export function parseStoredLine(line: Buffer): { seq: number; hash: string } | n
   if (!isRecord(obj)) return null;
   const seq = obj['seq'];
   if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 1) return null;
-  return { seq, hash };
+  return { seq, hash, prev: obj['prev'] };
 }

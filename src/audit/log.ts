@@ -6,7 +6,7 @@ import { HEAD_FILE, HEAD_SIZE, encodeHead, readHead } from './head.js';
 import { GENESIS, hashOfStart, lineStart, sealLine, serialiseFields } from './line.js';
 import { planReplay, readTail, type TailState } from './recover.js';
 import { LIVE_FILE, listSegments, segmentName } from './segments.js';
-import { DEFAULT_WAL_BYTES, WAL_FILE, Wal, readLap, readWal } from './wal.js';
+import { DEFAULT_WAL_BYTES, LAP_DATA, WAL_FILE, Wal, readLap, readWal, type LapBase } from './wal.js';
 
 export type { AuditFs } from './fs.js';
 
@@ -93,7 +93,6 @@ interface State {
   dir: string;
   wal: Wal;
   walPath: string;
-  walBytes: number;
   restored: number;
   liveBase: { seq: number; hash: string };
   path: string;
@@ -126,7 +125,6 @@ export class AuditLog {
   readonly #onDurable: ((seconds: number, events: number) => void) | undefined;
   readonly #wal: Wal;
   readonly #walPath: string;
-  readonly #walBytes: number;
   /** Lines open() copied from the WAL into audit.jsonl (the file had lost them in a crash). */
   readonly restoredLines: number;
   #fd: number;
@@ -152,8 +150,10 @@ export class AuditLog {
   #truncatePending = false;
   /** The WAL may hold lines of a refused batch at its offset: end the lap there before writing on. */
   #walCutPending = false;
-  /** An fdatasync of audit.jsonl failed: what it holds past #syncedSize is rewritten from the WAL. */
+  /** An fdatasync of audit.jsonl failed: what it holds past the lap's base is rewritten from the WAL. */
   #restorePending = false;
+  /** A lap that must start (durably) before the next batch: its start failed. */
+  #lapStartPending: LapBase | null = null;
   /** Bumped by every cut, restore and rotation of the live file: a sync that saw one says nothing about the new state. */
   #liveEpoch = 0;
   #liveSyncs: Promise<unknown> = Promise.resolve();
@@ -190,7 +190,6 @@ export class AuditLog {
     this.#onDurable = s.onDurable;
     this.#wal = s.wal;
     this.#walPath = s.walPath;
-    this.#walBytes = s.walBytes;
     this.restoredLines = s.restored;
     this.#liveBase = s.liveBase;
     this.#nextSegment = s.nextSegment;
@@ -211,7 +210,7 @@ export class AuditLog {
     const path = join(opts.dir, LIVE_FILE);
     const headPath = join(opts.dir, HEAD_FILE);
     const walPath = join(opts.dir, WAL_FILE);
-    const walBytes = opts.walBytes ?? DEFAULT_WAL_BYTES;
+    const walBytes = Math.max(opts.walBytes ?? DEFAULT_WAL_BYTES, 2 * LAP_DATA);
     const fd = await fs.open(path, APPEND_FLAGS, FILE_MODE);
     let headFd = -1;
     let wal: Wal | null = null;
@@ -224,7 +223,8 @@ export class AuditLog {
       // After a crash the live file from the lap's base on is made to read as the lap: lines it lost
       // are copied back, a half-copied line is completed, and anything after what the lap holds is
       // cut (a batch whose durable write never finished, torn bytes) and recorded.
-      const plan = lap !== null && lap.lines > 0 ? await planReplay(path, lap, liveBase) : null;
+      // Rewritten rather than trusted where it matches: the page cache may show what the disk lost.
+      const plan = lap !== null && lap.lines > 0 ? await planReplay(path, lap, liveBase, true) : null;
       let seq: number, hash: string, size: number;
       let dropped: { bytes: number; text: string; end: string } | null;
       if (plan !== null) {
@@ -241,12 +241,11 @@ export class AuditLog {
       // Whatever the crash left in the page cache is made durable before the WAL's old lap is overwritten.
       await fs.fdatasync(fd);
       wal = await Wal.open(fs, walPath, walBytes, opts.syncMode ?? DEFAULT_SYNC_MODE, walText?.length ?? null);
-      wal.startLap({ liveOffset: size, seq, hash });
-      await wal.cut(); // the old lap is in the live file now: empty it, this run's batches start a new one
+      await wal.startLap({ liveOffset: size, seq, hash }); // the old lap is in the live file now
       const head = await readHead(headPath);
       headFd = await fs.open(headPath, fsConstants.O_RDWR | fsConstants.O_CREAT, FILE_MODE);
       const log = new AuditLog({
-        dir: opts.dir, path, fs, now: opts.now ?? Date.now, fd, headFd, onDurable: opts.onDurable, wal, walPath, walBytes,
+        dir: opts.dir, path, fs, now: opts.now ?? Date.now, fd, headFd, onDurable: opts.onDurable, wal, walPath,
         restored: plan?.restored ?? 0, liveBase, maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES, nextSegment: (segments.at(-1)?.index ?? 0) + 1,
         seq, prev: hash, size,
       });
@@ -327,10 +326,9 @@ export class AuditLog {
     if (clean() && this.#syncedSeq < this.#seq) await this.#syncLive(this.#seq, this.#prev, this.#size).catch(() => undefined);
     if (clean() && this.#syncedSeq === this.#seq) {
       // Everything is durable in the live file: empty the lap, so a later open() has nothing to follow.
-      this.#wal.startLap({ liveOffset: this.#size, seq: this.#seq, hash: this.#prev });
-      await this.#wal.cut().catch(() => undefined);
+      await this.#wal.startLap({ liveOffset: this.#size, seq: this.#seq, hash: this.#prev }).catch(() => undefined);
     }
-    if (this.#headWrittenSeq !== this.#syncedSeq) await this.#writeHead();
+    if (!this.#restorePending && this.#headWrittenSeq !== this.#syncedSeq) await this.#writeHead();
     const results = await Promise.allSettled([this.#fs.close(this.#fd), this.#fs.close(this.#headFd), this.#wal.close()]);
     for (const r of results) if (r.status === 'rejected') throw r.reason;
   }
@@ -403,7 +401,7 @@ export class AuditLog {
         // The lap is full: the live file must hold everything durably before the WAL starts over.
         await this.#syncLive(this.#seq, this.#prev, this.#size);
         if (this.#restorePending || this.#syncedSeq !== this.#seq) throw new Error('audit file sync failed');
-        this.#wal.startLap({ liveOffset: this.#size, seq: this.#seq, hash: this.#prev });
+        await this.#startLap();
       }
       await writeAll(this.#fs, this.#fd, buf);
       if (this.#wal.fits(buf.length)) {
@@ -411,7 +409,9 @@ export class AuditLog {
       } else {
         // Larger than the whole WAL: durable in the live file itself; the next lap starts after it.
         await this.#syncLive(seq, prev, this.#size + buf.length);
-        this.#wal.startLap({ liveOffset: this.#size + buf.length, seq, hash: prev });
+        if (this.#restorePending || this.#syncedSeq !== seq) throw new Error('audit file sync failed');
+        // The old lap on disk must not outlive this batch: its base would put the batch beyond it.
+        await this.#startLap({ liveOffset: this.#size + buf.length, seq, hash: prev });
       }
     } catch (err) {
       // Whatever reached either file is neither durable nor acknowledged: cut both back to the last acknowledged line.
@@ -460,9 +460,19 @@ export class AuditLog {
 
   /** Repairs left over from a failure, in order, before anything new is written. */
   async #prepare(): Promise<void> {
+    // Batches written into a renamed segment would sit in a lap based in another file: wait for the new live file.
+    if (this.#liveMissing) throw new Error(`audit rotation could not create a new ${LIVE_FILE}; gated tasks are refused until it can`);
     await this.#cutWalIfPending(); // first: a restore reads the lap, which must not hold refused lines
     await this.#restoreIfPending();
     await this.#truncateIfPending();
+    if (this.#lapStartPending !== null) await this.#startLap(this.#lapStartPending);
+  }
+
+  /** Starts a new WAL lap at `base` (default: where the chain and the live file are now), durably; retried by #prepare if it fails. */
+  async #startLap(base: LapBase = { liveOffset: this.#size, seq: this.#seq, hash: this.#prev }): Promise<void> {
+    this.#lapStartPending = base;
+    await this.#wal.startLap(base);
+    this.#lapStartPending = null;
   }
 
   /**
@@ -478,7 +488,7 @@ export class AuditLog {
       () => {
         // A cut, restore or rotation came in between, or a sync before this one failed (after which
         // Linux reports success for pages it dropped): this sync vouches for nothing.
-        if (epoch !== this.#liveEpoch) throw new Error('audit file changed while it was being synced');
+        if (epoch !== this.#liveEpoch || this.#restorePending) throw new Error('audit file changed while it was being synced');
         if (seq < this.#syncedSeq) return;
         this.#syncedSeq = seq;
         this.#syncedHash = hash;
@@ -519,8 +529,8 @@ export class AuditLog {
     await this.#fs.ftruncate(this.#fd, size);
     await writeAll(this.#fs, this.#fd, append);
     this.#liveEpoch++;
+    this.#restorePending = false; // the sync below is the one that counts; if it fails, it is pending again
     await this.#syncLive(this.#seq, this.#prev, this.#size);
-    this.#restorePending = false;
     this.#truncatePending = false;
   }
 
@@ -558,8 +568,7 @@ export class AuditLog {
       await this.#fs.close(old).catch(() => undefined);
       await syncDir(this.#dir);
       // The lap's lines are all in the segment, durably: start an empty one on the new file.
-      this.#wal.startLap({ liveOffset: 0, seq: this.#seq, hash: this.#prev });
-      await this.#wal.cut().catch(() => undefined);
+      await this.#startLap().catch(() => undefined); // a failure leaves it pending: no batch until it is done
     } catch {
       // Keep appending to the open fd (live file or, after the rename, the newest segment).
     } finally {
@@ -620,7 +629,7 @@ export class AuditLog {
     if (!this.#truncatePending && !this.#restorePending && !this.#rotating && this.#syncedSeq < this.#seq) {
       await this.#syncLive(this.#seq, this.#prev, this.#size).catch(() => undefined);
     }
-    if (this.#headWrittenSeq !== this.#syncedSeq) await this.#writeHead();
+    if (!this.#restorePending && this.#headWrittenSeq !== this.#syncedSeq) await this.#writeHead();
     this.#headBusy = false;
     if (this.#syncedSeq !== this.#seq && !this.#closed) this.#scheduleCheckpoint();
     const waiters = this.#headIdleWaiters;

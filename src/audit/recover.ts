@@ -86,7 +86,7 @@ export interface ReplayPlan {
   /** Cut the live file to this size, then append `append`. */
   cutAt: number;
   append: Buffer;
-  /** Lines in `append`: lines the live file did not hold whole and as written. */
+  /** Lap lines the live file did not show whole and as written. */
   restored: number;
   /** What the cut removes that is not the start of a lap line (no recorded line): for audit.repaired. */
   dropped: { bytes: number; text: string; end: string } | null;
@@ -100,8 +100,8 @@ export interface ReplayPlan {
  * From a lap's base on, the live file must read as the lap (wal.ts). Checks the base is still in
  * the file — `before` is the chain position ahead of the file's first byte (the last segment's
  * end, or seq 0) — and plans how to make the rest so: keep what already matches, line by line
- * (`rewrite`: keep nothing, for when the page cache may show bytes the disk lost), cut the rest,
- * append the lap's remaining lines. Null when the base is not in the file (lines removed or the file
+ * (`rewrite`: keep nothing, for when the page cache may show bytes the disk lost; what matched is
+ * only counted), cut the rest, append the lap's remaining lines. Null when the base is not in the file (lines removed or the file
  * replaced while down: not for replay to guess; the head check and verify report it).
  */
 export async function planReplay(path: string, lap: Lap, before: { seq: number; hash: string }, rewrite = false): Promise<ReplayPlan | null> {
@@ -121,25 +121,26 @@ export async function planReplay(path: string, lap: Lap, before: { seq: number; 
       if (parsed === null || parsed.seq !== seq || parsed.hash !== hash) return null;
     }
     const after = size - liveOffset;
-    const live = rewrite ? Buffer.alloc(0) : await readRange(fh, liveOffset, liveOffset + Math.min(after, lap.bytes.length));
+    const live = await readRange(fh, liveOffset, liveOffset + Math.min(after, lap.bytes.length));
     let same = 0;
     while (same < live.length && live[same] === lap.bytes[same]) same++;
     // Whole lines only (a Buffer's lastIndexOf counts a negative offset from the end: guard 0).
     const keep = same === lap.bytes.length ? same : same === 0 ? 0 : lap.bytes.lastIndexOf(10, same - 1) + 1;
-    const cutAt = liveOffset + keep;
-    const append = lap.bytes.subarray(keep);
+    const cutAt = liveOffset + (rewrite ? 0 : keep);
+    const append = lap.bytes.subarray(rewrite ? 0 : keep);
     // What the cut removes within the lap's length is a damaged copy of lap lines, rewritten; only
     // bytes past the whole lap are not recorded anywhere (a batch whose durable write never
     // finished, a refused batch, torn bytes).
     let dropped: ReplayPlan['dropped'] = null;
-    const beyond = Math.max(cutAt, liveOffset + lap.bytes.length);
-    if (!rewrite && size > beyond) {
+    const beyond = liveOffset + lap.bytes.length;
+    if (size > beyond) {
       const text = (await readRange(fh, beyond, Math.min(size, beyond + TORN_TEXT_MAX * 4))).toString('utf8').slice(0, TORN_TEXT_MAX);
       const end = size - beyond > TORN_TEXT_MAX ? (await readRange(fh, Math.max(beyond, size - 800), size)).toString('utf8').slice(-200) : text;
       dropped = { bytes: size - beyond, text, end };
     }
     let restored = 0;
-    for (let i = append.indexOf(10); i !== -1; i = append.indexOf(10, i + 1)) restored++;
+    const missing = lap.bytes.subarray(keep);
+    for (let i = missing.indexOf(10); i !== -1; i = missing.indexOf(10, i + 1)) restored++;
     return { cutAt, append, restored, dropped, seq: lap.seq, hash: lap.hash, size: cutAt + append.length };
   } finally {
     await fh.close();

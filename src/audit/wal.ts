@@ -1,7 +1,7 @@
 import { constants as fsConstants } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { AuditFs } from './fs.js';
-import { computedHash, isRecord, storedHash } from './line.js';
+import { computedHash, isRecord, parseStoredLine } from './line.js';
 
 /**
  * audit.wal is where a batch becomes durable. It is a fixed-size, zero-filled file that batches
@@ -12,11 +12,13 @@ import { computedHash, isRecord, storedHash } from './line.js';
  * audit.jsonl as a plain append, which a checkpoint makes durable (see log.ts); the WAL only has to
  * hold what came after the last checkpoint.
  *
- * A *lap* starts at offset 0, only once audit.jsonl is durable up to the line before it, and then
- * runs on contiguously. Its first line is a header naming that base: where audit.jsonl ended (byte
- * offset) and the seq and hash of its last line. After a crash, audit.jsonl from the base on must
- * be the lap's lines (each verified and chained on the one before): open() checks the base is
- * still there and rewrites whatever after it differs (log.ts, recover.ts).
+ * A *lap* starts only once audit.jsonl is durable up to its last acknowledged line: a header naming
+ * that base (where audit.jsonl ended, in bytes, and the seq and hash of its last line) is written
+ * durably, alone, into the first sector, and batches follow from LAP_DATA on, contiguously. So
+ * the header on disk always describes the lap the batches after it belong to, and no batch write
+ * touches it. After a crash, audit.jsonl from the base on must read as the lap's lines (each
+ * verified and chained on the one before): open() checks the base is still there and rewrites what
+ * follows it (log.ts, recover.ts).
  */
 export const WAL_FILE = 'audit.wal';
 export const DEFAULT_WAL_BYTES = 16 * 1024 * 1024;
@@ -27,6 +29,8 @@ const ZERO_CHUNK = 1024 * 1024;
 const NUL: Buffer = Buffer.alloc(1);
 /** Upper bound of a header line's length: `{"lap":1,"liveOffset":<≤16 digits>,"seq":<≤16>,"hash":"<64>"}\n`. */
 export const LAP_HEADER_MAX = 160;
+/** Where a lap's batches start: past the header's sector, so that no batch write can tear the header. */
+export const LAP_DATA = 512;
 
 /** Where audit.jsonl stood, durably, when a lap began. */
 export interface LapBase {
@@ -40,9 +44,7 @@ export class Wal {
   readonly #fd: number;
   readonly #size: number;
   readonly #syncMode: WalSyncMode;
-  #offset = 0;
-  /** The header of a lap that has begun but holds no batch yet; written with its first batch. */
-  #header: Buffer | null = null;
+  #offset = LAP_DATA;
 
   private constructor(fs: AuditFs, fd: number, size: number, syncMode: WalSyncMode) {
     this.#fs = fs;
@@ -63,43 +65,51 @@ export class Wal {
     return new Wal(fs, fd, size, syncMode);
   }
 
-  /** Whether `bytes` more fit in this lap. */
+  /** Whether `bytes` more fit in this lap; a batch that never fits in a lap is larger than this. */
   fits(bytes: number): boolean {
-    return this.#offset + (this.#header?.length ?? 0) + bytes <= this.#size;
+    return this.#offset + bytes <= this.#size;
+  }
+
+  get capacity(): number {
+    return this.#size - LAP_DATA;
   }
 
   /**
-   * The next write goes to offset 0, headed by `base`. Only once audit.jsonl is durable up to
-   * `base`, the last acknowledged line. The old lap stays readable until that write (or a cut).
+   * Starts a new, empty lap based at `base`: one durable write of the header's sector. Only once
+   * audit.jsonl is durable up to `base`, the last acknowledged line. Until it returns, the old lap
+   * (or, if it fails, whatever it left) is what a restart sees; the caller must not write batches.
    */
-  startLap(base: LapBase): void {
-    this.#offset = 0;
-    this.#header = Buffer.from(JSON.stringify({ lap: 1, liveOffset: base.liveOffset, seq: base.seq, hash: base.hash }) + '\n', 'latin1');
+  async startLap(base: LapBase): Promise<void> {
+    const block = Buffer.alloc(LAP_DATA);
+    block.write(JSON.stringify({ lap: 1, liveOffset: base.liveOffset, seq: base.seq, hash: base.hash }) + '\n', 0, 'latin1');
+    this.#offset = LAP_DATA;
+    await this.#writeAt(block, 0);
+    // A NUL where the first line would go: the previous lap's lines there do not chain on this base anyway.
+    await this.#writeAt(NUL, LAP_DATA);
   }
 
-  /** Writes `buf` at the lap's next offset (after the lap's header, for its first batch) and returns once it is on stable storage. */
+  /** Writes `buf` at the lap's next offset and returns once it is on stable storage. */
   async write(buf: Buffer): Promise<void> {
-    const data = this.#header === null ? buf : Buffer.concat([this.#header, buf]);
+    await this.#writeAt(buf, this.#offset);
+    this.#offset += buf.length;
+  }
+
+  async #writeAt(buf: Buffer, at: number): Promise<void> {
     let off = 0;
-    while (off < data.length) {
-      const written = await this.#fs.write(this.#fd, data, off, data.length - off, this.#offset + off);
+    while (off < buf.length) {
+      const written = await this.#fs.write(this.#fd, buf, off, buf.length - off, at + off);
       if (written <= 0) throw new Error('audit WAL write made no progress');
       off += written;
     }
     if (this.#syncMode === 'fdatasync') await this.#fs.fdatasync(this.#fd);
-    this.#offset += data.length;
-    this.#header = null;
   }
 
   /**
    * Makes the lap end at the current offset, durably: a NUL where the next line would start. After a
    * failed write, the lines of the refused batch that did reach the disk can then never be replayed.
-   * Right after startLap() it empties the lap (offset 0: no header, nothing to replay).
    */
-  async cut(): Promise<void> {
-    const written = await this.#fs.write(this.#fd, NUL, 0, 1, this.#offset);
-    if (written !== 1) throw new Error('audit WAL cut made no progress');
-    if (this.#syncMode === 'fdatasync') await this.#fs.fdatasync(this.#fd);
+  cut(): Promise<void> {
+    return this.#writeAt(NUL, this.#offset);
   }
 
   close(): Promise<void> {
@@ -142,8 +152,6 @@ interface LapLine {
 /** A lap as read back: its base, its lines' bytes (from the first line to the last line's end), and where its chain ends. */
 export interface Lap {
   base: LapBase;
-  /** Offset in the WAL of the first line after the header. */
-  start: number;
   bytes: Buffer;
   lines: number;
   seq: number;
@@ -152,13 +160,13 @@ export interface Lap {
 
 /** The lap at offset 0: a valid header, then lines that each verify and chain on, from the base. Null without a header. */
 export function readLap(wal: Buffer): Lap | null {
-  const headerEnd = wal[0] === 0x7b ? wal.indexOf(10) : -1;
-  if (headerEnd === -1 || headerEnd > LAP_HEADER_MAX) return null;
+  const headerEnd = wal[0] === 0x7b ? wal.subarray(0, LAP_HEADER_MAX).indexOf(10) : -1;
+  if (headerEnd === -1 || wal.length < LAP_DATA) return null;
   const base = parseHeader(wal.subarray(0, headerEnd));
   if (base === null) return null;
   let { seq, hash } = base;
   let lines = 0;
-  let at = headerEnd + 1;
+  let at = LAP_DATA;
   while (at < wal.length && wal[at] === 0x7b) {
     const nl = wal.indexOf(10, at);
     if (nl === -1) break;
@@ -168,7 +176,7 @@ export function readLap(wal: Buffer): Lap | null {
     lines++;
     at = nl + 1;
   }
-  return { base, start: headerEnd + 1, bytes: wal.subarray(headerEnd + 1, at), lines, seq, hash };
+  return { base, bytes: wal.subarray(LAP_DATA, at), lines, seq, hash };
 }
 
 function parseHeader(raw: Buffer): LapBase | null {
@@ -186,19 +194,11 @@ function parseHeader(raw: Buffer): LapBase | null {
   return { liveOffset, seq, hash };
 }
 
+/** A stored line whose hash is right (recomputed), with what it chains on. */
 function verifiedLine(raw: Buffer, start: number): LapLine | null {
-  const hash = storedHash(raw);
-  if (hash === null || computedHash(raw) !== hash) return null;
-  let obj: unknown;
-  try {
-    obj = JSON.parse(raw.toString('utf8'));
-  } catch {
-    return null;
-  }
-  if (!isRecord(obj)) return null;
-  const { seq, prev } = obj;
-  if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 1 || typeof prev !== 'string') return null;
-  return { seq, hash, prev, start };
+  const line = parseStoredLine(raw);
+  if (line === null || typeof line.prev !== 'string' || computedHash(raw) !== line.hash) return null;
+  return { seq: line.seq, hash: line.hash, prev: line.prev, start };
 }
 
 /**

@@ -117,10 +117,13 @@ describe.each(['embedded', 'redis'] as const)('kill -9 under load, then restart 
     await appendFile(join(dataDir, 'audit.jsonl'), '{"seq":999999,"time":"2026-');
 
     const again = await spawnGateway({ dataDir, configPath: config, upstreamUrl: upstream.url, ...(storeUrl ? { storeUrl } : {}) });
-    // The repair is itself on record, and the whole chain verifies.
+    // The repair is itself on record, and the whole chain verifies. What it drops ends with the torn
+    // line; before it may come the lines of a batch whose durable write the kill cut short (never
+    // acknowledged: the promises checked below do not include them).
     const repaired = await auditEvents(dataDir, 'audit.repaired');
     expect(repaired).toHaveLength(1);
-    expect(repaired[0]).toMatchObject({ dropped: '{"seq":999999,"time":"2026-' });
+    const r = repaired[0] as { dropped: string; droppedEnd?: string };
+    expect((r.droppedEnd ?? r.dropped).endsWith('{"seq":999999,"time":"2026-')).toBe(true);
     const verify = await runCli(['audit', 'verify', dataDir]);
     expect(verify.stderr).toBe('');
     expect(verify.code).toBe(0);
