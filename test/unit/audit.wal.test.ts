@@ -114,6 +114,19 @@ describe('audit.wal: what a crash took from audit.jsonl comes back', () => {
     expect(await verifyAuditFile(log.path)).toMatchObject({ ok: true, events: 3 });
   });
 
+  it('a crash right after a batch larger than the WAL keeps it (the lap after it started before it was acknowledged)', async () => {
+    const log = await AuditLog.open({ dir, walBytes: 4096 });
+    await log.append({ type: 'small' });
+    await log.append({ type: 'big', pad: 'b'.repeat(10_000) });
+    // Crash: no close, no batch after the big one.
+    const reopened = await AuditLog.open({ dir, walBytes: 4096 });
+    await reopened.close();
+    const all = await events(reopened.path);
+    expect(all.map((e) => e.type)).toEqual(['small', 'big']);
+    expect(await verifyAuditFile(dir)).toMatchObject({ ok: true, events: 2 });
+    void log; // abandoned on purpose
+  });
+
   it('a clean close leaves an empty lap: nothing to restore, and lines removed while down are still caught by the head', async () => {
     const log = await AuditLog.open({ dir });
     for (let i = 0; i < 5; i++) await log.append({ type: 'x', i });
