@@ -7,8 +7,8 @@ import { computedHash, isRecord, parseStoredLine } from './line.js';
  * audit.wal is where a batch becomes durable. It is a fixed-size, zero-filled file that batches
  * overwrite in place, one positional write each (O_DSYNC, or write + fdatasync). Rewriting blocks
  * that are already allocated and written makes the sync a data write and a cache flush, with no
- * file-size change for the filesystem to journal: on ext4 it took half the time and about a third
- * of the CPU of a durable append of the same bytes (bench/RESULTS.md). The very same bytes go to
+ * file-size change for the filesystem to journal: on ext4 it took about half the time and half
+ * the CPU of a durable append of the same bytes (bench/disk.mjs, bench/RESULTS.md). The very same bytes go to
  * audit.jsonl as a plain append, which a checkpoint makes durable (see log.ts); the WAL only has to
  * hold what came after the last checkpoint.
  *
