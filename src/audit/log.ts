@@ -201,8 +201,10 @@ export class AuditLog {
   }
 
   /**
-   * Creates dir and files if missing, restores from the WAL the lines a crash took from the live
-   * file, cuts a torn last line (recording the repair), makes the live file durable, continues the chain.
+   * Creates dir and files if missing; after a crash makes the live file read as the WAL's lap from
+   * the lap's base on (restoring what it lost, cutting what the lap does not hold and recording
+   * that); without a lap to follow, cuts a torn last line (recording it); makes the live file
+   * durable, starts a new lap, continues the chain.
    */
   static async open(opts: AuditLogOptions): Promise<AuditLog> {
     const fs = opts.fs ?? nodeAuditFs;
@@ -224,7 +226,7 @@ export class AuditLog {
       // are copied back, a half-copied line is completed, and anything after what the lap holds is
       // cut (a batch whose durable write never finished, torn bytes) and recorded.
       // Rewritten rather than trusted where it matches: the page cache may show what the disk lost.
-      const plan = lap !== null && lap.lines > 0 ? await planReplay(path, lap, liveBase, true) : null;
+      const plan = lap === null ? null : await planReplay(path, lap, liveBase, true);
       let seq: number, hash: string, size: number;
       let dropped: { bytes: number; text: string; end: string } | null;
       if (plan !== null) {
@@ -232,7 +234,7 @@ export class AuditLog {
         await writeAll(fs, fd, plan.append);
         ({ seq, hash, size, dropped } = plan);
       } else {
-        // No lap to follow (a clean stop), or its base is gone (the head check below reports that).
+        // No lap to follow (no WAL yet), or its base is gone (the head check below reports that).
         const tail = await continueFrom(path, lastSegment);
         if (tail.tornBytes > 0) await fs.ftruncate(fd, tail.durableSize);
         ({ seq, hash, durableSize: size } = tail);
