@@ -225,8 +225,7 @@ export class AuditLog {
       // After a crash the live file from the lap's base on is made to read as the lap: lines it lost
       // are copied back, a half-copied line is completed, and anything after what the lap holds is
       // cut (a batch whose durable write never finished, torn bytes) and recorded.
-      // Rewritten rather than trusted where it matches: the page cache may show what the disk lost.
-      const plan = lap === null ? null : await planReplay(path, lap, liveBase, true);
+      const plan = lap === null ? null : await planReplay(path, lap, liveBase);
       let seq: number, hash: string, size: number;
       let dropped: { bytes: number; text: string; end: string } | null;
       if (plan !== null) {
@@ -402,7 +401,6 @@ export class AuditLog {
       if (!this.#wal.fits(buf.length)) {
         // The lap is full: the live file must hold everything durably before the WAL starts over.
         await this.#syncLive(this.#seq, this.#prev, this.#size);
-        if (this.#restorePending || this.#syncedSeq !== this.#seq) throw new Error('audit file sync failed');
         await this.#startLap();
       }
       await writeAll(this.#fs, this.#fd, buf);
@@ -411,7 +409,6 @@ export class AuditLog {
       } else {
         // Larger than the whole WAL: durable in the live file itself; the next lap starts after it.
         await this.#syncLive(seq, prev, this.#size + buf.length);
-        if (this.#restorePending || this.#syncedSeq !== seq) throw new Error('audit file sync failed');
         // The old lap on disk must not outlive this batch: its base would put the batch beyond it.
         await this.#startLap({ liveOffset: this.#size + buf.length, seq, hash: prev });
       }
@@ -479,9 +476,10 @@ export class AuditLog {
 
   /**
    * fdatasync of the live file, one at a time (two syncs on one descriptor could split a write-back
-   * error between them). On success the live file holds (seq, hash, size) durably, unless a cut,
-   * restore or rotation came in between; on failure what it holds past the last good sync is unknown
-   * (the error is reported once, and the pages may be gone), so it is rewritten from the WAL.
+   * error between them). Resolves only when the live file holds (seq, hash, size) durably; rejects
+   * when a cut, restore or rotation came in between, a restore is pending, or the sync failed. After
+   * a failure what the file holds past the lap's base is unknown (the error is reported once, and
+   * the pages may be gone), so it is rewritten from the WAL.
    */
   #syncLive(seq: number, hash: string, size: number): Promise<void> {
     const epoch = this.#liveEpoch;
@@ -518,18 +516,14 @@ export class AuditLog {
     await this.#liveSyncs;
     const wal = await readWal(this.#walPath);
     const lap = wal === null ? null : readLap(wal);
-    const plan = lap === null ? null : await planReplay(this.path, lap, this.#liveBase, true);
-    let size: number;
-    let append: Buffer;
-    if (plan !== null && plan.seq === this.#seq && plan.size === this.#size) {
-      ({ cutAt: size, append } = plan);
-    } else if ((lap === null || lap.seq < this.#seq) && this.#syncedSeq === this.#seq) {
-      ({ size, append } = { size: this.#size, append: Buffer.alloc(0) }); // nothing acknowledged since the last good sync
-    } else {
+    const plan = lap === null ? null : await planReplay(this.path, lap, this.#liveBase);
+    const covered = plan !== null && plan.seq === this.#seq && plan.size === this.#size;
+    // Without a lap that ends at the last acknowledged line, only a file with nothing unsynced is whole.
+    if (!covered && !((lap === null || lap.seq < this.#seq) && this.#syncedSeq === this.#seq)) {
       throw new Error(`audit WAL does not hold what ${this.path} may have lost; restart pamgate to recover it`);
     }
-    await this.#fs.ftruncate(this.#fd, size);
-    await writeAll(this.#fs, this.#fd, append);
+    await this.#fs.ftruncate(this.#fd, covered ? plan.cutAt : this.#size);
+    if (covered) await writeAll(this.#fs, this.#fd, plan.append);
     this.#liveEpoch++;
     this.#restorePending = false; // the sync below is the one that counts; if it fails, it is pending again
     await this.#syncLive(this.#seq, this.#prev, this.#size);
@@ -551,7 +545,6 @@ export class AuditLog {
     try {
       // The file being closed (the live file, or the segment it already became) holds everything durably first.
       await this.#syncLive(this.#seq, this.#prev, this.#size);
-      if (this.#restorePending || this.#syncedSeq !== this.#seq) return;
       if (!this.#liveMissing) {
         await rename(this.path, join(this.#dir, segmentName(this.#nextSegment)));
         this.#nextSegment++;

@@ -83,7 +83,7 @@ export async function readTail(path: string): Promise<TailState> {
 }
 
 export interface ReplayPlan {
-  /** Cut the live file to this size, then append `append`. */
+  /** Cut the live file to this size (the lap's base), then append `append` (the whole lap). */
   cutAt: number;
   append: Buffer;
   /** Lap lines the live file did not show whole and as written. */
@@ -99,12 +99,13 @@ export interface ReplayPlan {
 /**
  * From a lap's base on, the live file must read as the lap (wal.ts). Checks the base is still in
  * the file — `before` is the chain position ahead of the file's first byte (the last segment's
- * end, or seq 0) — and plans how to make the rest so: keep what already matches, line by line
- * (`rewrite`: keep nothing, for when the page cache may show bytes the disk lost; what matched is
- * only counted), cut the rest, append the lap's remaining lines. Null when the base is not in the file (lines removed or the file
- * replaced while down: not for replay to guess; the head check and verify report it).
+ * end, or seq 0) — and plans to cut the file there and write the whole lap again: what the page
+ * cache shows may not be what the disk holds, so a match proves nothing; it is only compared to
+ * count the lines the file lacked and to find what lies beyond the lap. Null when the base is not
+ * in the file (lines removed or the file replaced while down: not for replay to guess; the head
+ * check and verify report it).
  */
-export async function planReplay(path: string, lap: Lap, before: { seq: number; hash: string }, rewrite = false): Promise<ReplayPlan | null> {
+export async function planReplay(path: string, lap: Lap, before: { seq: number; hash: string }): Promise<ReplayPlan | null> {
   const fh = await open(path, 'r');
   try {
     const size = (await fh.stat()).size;
@@ -126,8 +127,6 @@ export async function planReplay(path: string, lap: Lap, before: { seq: number; 
     while (same < live.length && live[same] === lap.bytes[same]) same++;
     // Whole lines only (a Buffer's lastIndexOf counts a negative offset from the end: guard 0).
     const keep = same === lap.bytes.length ? same : same === 0 ? 0 : lap.bytes.lastIndexOf(10, same - 1) + 1;
-    const cutAt = liveOffset + (rewrite ? 0 : keep);
-    const append = lap.bytes.subarray(rewrite ? 0 : keep);
     // What the cut removes within the lap's length is a damaged copy of lap lines, rewritten; only
     // bytes past the whole lap are not recorded anywhere (a batch whose durable write never
     // finished, a refused batch, torn bytes).
@@ -141,7 +140,7 @@ export async function planReplay(path: string, lap: Lap, before: { seq: number; 
     let restored = 0;
     const missing = lap.bytes.subarray(keep);
     for (let i = missing.indexOf(10); i !== -1; i = missing.indexOf(10, i + 1)) restored++;
-    return { cutAt, append, restored, dropped, seq: lap.seq, hash: lap.hash, size: cutAt + append.length };
+    return { cutAt: liveOffset, append: lap.bytes, restored, dropped, seq: lap.seq, hash: lap.hash, size: liveOffset + lap.bytes.length };
   } finally {
     await fh.close();
   }

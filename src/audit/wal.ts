@@ -70,10 +70,6 @@ export class Wal {
     return this.#offset + bytes <= this.#size;
   }
 
-  get capacity(): number {
-    return this.#size - LAP_DATA;
-  }
-
   /**
    * Starts a new, empty lap based at `base`: one durable write of the header's sector. Only once
    * audit.jsonl is durable up to `base`, the last acknowledged line. Until it returns, the old lap
@@ -146,7 +142,6 @@ interface LapLine {
   seq: number;
   hash: string;
   prev: string;
-  start: number;
 }
 
 /** A lap as read back: its base, its lines' bytes (from the first line to the last line's end), and where its chain ends. */
@@ -170,7 +165,7 @@ export function readLap(wal: Buffer): Lap | null {
   while (at < wal.length && wal[at] === 0x7b) {
     const nl = wal.indexOf(10, at);
     if (nl === -1) break;
-    const line = verifiedLine(wal.subarray(at, nl), at);
+    const line = verifiedLine(wal.subarray(at, nl));
     if (line === null || line.seq !== seq + 1 || line.prev !== hash) break;
     ({ seq, hash } = line);
     lines++;
@@ -195,10 +190,10 @@ function parseHeader(raw: Buffer): LapBase | null {
 }
 
 /** A stored line whose hash is right (recomputed), with what it chains on. */
-function verifiedLine(raw: Buffer, start: number): LapLine | null {
+function verifiedLine(raw: Buffer): LapLine | null {
   const line = parseStoredLine(raw);
   if (line === null || typeof line.prev !== 'string' || computedHash(raw) !== line.hash) return null;
-  return { seq: line.seq, hash: line.hash, prev: line.prev, start };
+  return { seq: line.seq, hash: line.hash, prev: line.prev };
 }
 
 /**
@@ -211,7 +206,7 @@ export function lapAfter(lap: Lap | null, seq: number, hash: string): { bytes: B
   if (seq === lap.base.seq) return hash === lap.base.hash ? { bytes: lap.bytes, lines: lap.lines } : none;
   let at = 0;
   for (let n = lap.base.seq + 1; n <= seq; n++) at = lap.bytes.indexOf(10, at) + 1;
-  const line = verifiedLine(lap.bytes.subarray(lap.bytes.lastIndexOf(10, at - 2) + 1, at - 1), 0);
+  const line = verifiedLine(lap.bytes.subarray(lap.bytes.lastIndexOf(10, at - 2) + 1, at - 1));
   if (line === null || line.seq !== seq || line.hash !== hash) return none;
   return { bytes: lap.bytes.subarray(at), lines: lap.seq - seq };
 }

@@ -3,10 +3,10 @@ import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { nodeAuditFs, type AuditFs } from '../../src/audit/fs.js';
 import { AuditLog } from '../../src/audit/log.js';
 import { verifyAuditFile } from '../../src/audit/verify.js';
 import { diskModel } from './helpers/disk-model.js';
+import { faultyFs } from './helpers/faulty-fs.js';
 
 // Power loss against a model of what is on the disk (helpers/disk-model.ts): only what a good
 // fdatasync covered survives in audit.jsonl, and a failed fdatasync loses its pages for good.
@@ -104,27 +104,10 @@ describe('power loss', () => {
   });
 
   it('a refused batch whose cut-back failed is not made durable by close(), and is dropped (on record) at the next open', async () => {
-    const names = new Map<number, string>();
-    const faults = { wal: false, truncate: false };
-    const fs: AuditFs = {
-      ...nodeAuditFs,
-      open: async (path, flags, mode) => {
-        const fd = await nodeAuditFs.open(path, flags, mode);
-        names.set(fd, path.split('/').at(-1)!);
-        return fd;
-      },
-      write: async (fd, buf, off, len, pos) => {
-        if (names.get(fd) === 'audit.wal' && faults.wal && len > 1) throw Object.assign(new Error('EIO: wal'), { code: 'EIO' });
-        return nodeAuditFs.write(fd, buf, off, len, pos);
-      },
-      ftruncate: async (fd, length) => {
-        if (faults.truncate) throw Object.assign(new Error('EIO: truncate'), { code: 'EIO' });
-        return nodeAuditFs.ftruncate(fd, length);
-      },
-    };
+    const { fs, faults } = faultyFs();
     const log = await AuditLog.open({ dir, fs });
     await log.append({ type: 'ok' });
-    faults.wal = true;
+    faults.wal = 'outright';
     faults.truncate = true;
     await expect(log.append({ type: 'REFUSED' })).rejects.toThrow(/EIO/);
     await log.close();

@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { nodeAuditFs, type AuditFs } from '../../src/audit/fs.js';
 import { AuditLog } from '../../src/audit/log.js';
 import { verifyAuditFile } from '../../src/audit/verify.js';
 import { lapAfter, readLap } from '../../src/audit/wal.js';
+import { faultyFs, type Faults } from './helpers/faulty-fs.js';
 
 // The durable write of a batch goes to audit.wal; audit.jsonl is only synced by checkpoints. These
 // tests take away what a crash can take away (the live file's unsynced tail) and check that nothing
@@ -173,72 +173,22 @@ describe('audit.wal: what a crash took from audit.jsonl comes back', () => {
   });
 });
 
-interface Faults {
-  /** Fail writes to audit.wal (after writing this much of them). */
-  wal: null | 'outright' | 'half' | 'all';
-  /** Fail fdatasync of audit.jsonl. */
-  liveSync: boolean;
-  /** Fail appends to audit.jsonl (while the WAL write of the same batch succeeds). */
-  liveAppend: boolean;
-}
-
-function faultyFs(): { fs: AuditFs; faults: Faults } {
-  const faults: Faults = { wal: null, liveSync: false, liveAppend: false };
-  const files = new Map<number, string>();
-  const eio = (what: string): Error => Object.assign(new Error(`EIO: ${what}`), { code: 'EIO' });
-  const fs: AuditFs = {
-    ...nodeAuditFs,
-    open: async (path, flags, mode) => {
-      const fd = await nodeAuditFs.open(path, flags, mode);
-      files.set(fd, path.split('/').at(-1)!);
-      return fd;
-    },
-    write: async (fd, buf, off, len, pos) => {
-      if (files.get(fd) === 'audit.wal' && faults.wal !== null && len > 1) {
-        if (faults.wal !== 'outright') await nodeAuditFs.write(fd, buf, off, faults.wal === 'all' ? len : Math.floor(len / 2), pos);
-        throw eio('wal write');
-      }
-      if (files.get(fd) === 'audit.jsonl' && pos === null && faults.liveAppend) throw Object.assign(new Error('ENOSPC: live append'), { code: 'ENOSPC' });
-      return nodeAuditFs.write(fd, buf, off, len, pos);
-    },
-    fdatasync: async (fd) => {
-      if (files.get(fd) === 'audit.jsonl' && faults.liveSync) throw eio('live fdatasync');
-      return nodeAuditFs.fdatasync(fd);
-    },
-  };
-  return { fs, faults };
-}
-
 describe('audit.wal: failures', () => {
-  it.each([['outright'], ['half'], ['all']] as const)(
-    'a WAL write that fails %s refuses the batch; its lines are in neither file, not even after a crash',
-    async (how) => {
-      const { fs, faults } = faultyFs();
-      const log = await AuditLog.open({ dir, fs });
-      await log.append({ type: 'before' });
-      faults.wal = how;
-      await expect(log.append({ type: 'refused' })).rejects.toThrow(/EIO/);
-      expect(log.healthy).toBe(false);
-      expect((await events(log.path)).map((e) => e.type)).toEqual(['before']);
-      // Crash now (no close): a reopen must not bring back the refused line from the WAL.
-      faults.wal = null;
-      const reopened = await AuditLog.open({ dir });
-      expect(reopened.restoredLines).toBe(0);
-      await reopened.append({ type: 'after' });
-      await reopened.close();
-      expect((await events(log.path)).map((e) => e.type)).toEqual(['before', 'after']);
-      expect(await verifyAuditFile(log.path)).toMatchObject({ ok: true, events: 2 });
-    },
-  );
-
-  it('a live append that fails while the WAL write succeeds refuses the batch, and a crash does not bring it back from the WAL', async () => {
+  it.each([
+    ['a WAL write that fails outright', (f: Faults) => void (f.wal = 'outright'), /EIO/],
+    ['a WAL write that fails half-written', (f: Faults) => void (f.wal = 'half'), /EIO/],
+    ['a WAL write that fails after all its bytes', (f: Faults) => void (f.wal = 'all'), /EIO/],
+    ['a live append that fails while the WAL would take it', (f: Faults) => void (f.liveAppend = true), /ENOSPC/],
+  ] as const)('%s refuses the batch; its lines are in neither file, not even after a crash', async (_name, inject, error) => {
     const { fs, faults } = faultyFs();
     const log = await AuditLog.open({ dir, fs });
     await log.append({ type: 'before' });
-    faults.liveAppend = true;
-    await expect(log.append({ type: 'refused' })).rejects.toThrow(/ENOSPC/);
-    faults.liveAppend = false;
-    const reopened = await AuditLog.open({ dir }); // crash: no close
+    inject(faults);
+    await expect(log.append({ type: 'refused' })).rejects.toThrow(error);
+    expect(log.healthy).toBe(false);
+    expect((await events(log.path)).map((e) => e.type)).toEqual(['before']);
+    // Crash now (no close): a reopen must not bring back the refused line from the WAL.
+    const reopened = await AuditLog.open({ dir });
     expect(reopened.restoredLines).toBe(0);
     await reopened.append({ type: 'after' });
     await reopened.close();
