@@ -100,7 +100,7 @@ async function heapPart(part) {
     const index = new Map();
     const pool = new ValuePool();
     for (const r of reqs) {
-      const g = grantOf(r, (tasks) => pool.set(tasks));
+      const g = grantOf(r, pool);
       const list = index.get(r.requester);
       if (list) list.push(g);
       else index.set(r.requester, [g]);

@@ -4,35 +4,17 @@ import { open, rename, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { KeyvStoreAdapter } from 'keyv';
+import { PackedMap } from './packed-map.js';
 
 type JournalLine = { k: string; v: unknown } | { k: string; d: 1 } | { clear: 1 };
-
-/**
- * keyv hands this store serialised strings; they are held as UTF-8 bytes, outside the V8 heap.
- * Why: every young-generation GC costs more the bigger the old generation is, strings included
- * (bench/RESULTS.md, session 4: 300,000 such values as strings vs bytes made each scavenge
- * 0.65 vs 0.16–0.24 ms), and with 100,000 grants these copies were 28 % of the heap the state took.
- */
-function hold(value: unknown): unknown {
-  if (Buffer.isBuffer(value)) throw new TypeError('journal store values must be JSON values, not Buffers');
-  // UTF-8 cannot carry a lone surrogate (it would come back as U+FFFD): such a string stays a string.
-  if (typeof value !== 'string' || !value.isWellFormed()) return value;
-  // Not Buffer.from: a small one is a slice of node's shared 8 KiB pool and would keep that whole
-  // block (audit lines, superseded values) alive for as long as the grant lives.
-  const bytes = Buffer.allocUnsafeSlow(Buffer.byteLength(value, 'utf8'));
-  bytes.write(value, 'utf8');
-  return bytes;
-}
-
-function release(held: unknown): unknown {
-  return Buffer.isBuffer(held) ? held.toString('utf8') : held;
-}
 
 /**
  * The embedded keyv store: an in-memory map backed by an append-only journal that is
  * fdatasync'ed before every write resolves, and compacted on open. No native module,
  * no server, survives restarts; a torn last line (crash mid-write) was never
- * acknowledged and is dropped.
+ * acknowledged and is dropped. The values (keyv's serialised strings) are held off the V8 heap,
+ * in a PackedMap: with 100,000 grants their copies were 28 % of the heap the state took
+ * (bench/RESULTS.md, session 4).
  */
 export class JournalStore extends EventEmitter implements KeyvStoreAdapter {
   opts: Record<string, unknown> = { dialect: 'journal' };
@@ -44,7 +26,7 @@ export class JournalStore extends EventEmitter implements KeyvStoreAdapter {
   private constructor(
     private readonly file: string,
     private fh: FileHandle,
-    private readonly data: Map<string, unknown>,
+    private readonly data: PackedMap,
   ) {
     super();
   }
@@ -56,13 +38,14 @@ export class JournalStore extends EventEmitter implements KeyvStoreAdapter {
   }
 
   async get<Value>(key: string): Promise<Value | undefined> {
-    return release(this.data.get(key)) as Value | undefined;
+    return this.data.get(key) as Value | undefined;
   }
 
   async set(key: string, value: unknown): Promise<boolean> {
-    const held = hold(value);
+    if (Buffer.isBuffer(value)) throw new TypeError('journal store values must be JSON values, not Buffers');
+    if (value === undefined || typeof value === 'function' || typeof value === 'symbol') throw new TypeError(`value for key ${JSON.stringify(key)} is not a JSON value`);
     await this.append({ k: key, v: value });
-    this.data.set(key, held);
+    this.data.set(key, value);
     return true;
   }
 
@@ -109,8 +92,8 @@ export class JournalStore extends EventEmitter implements KeyvStoreAdapter {
  * Reads the journal line by line (a stream, never the whole file as one string: a journal can be
  * larger than the longest string V8 can hold) and applies each line in order.
  */
-async function replay(file: string): Promise<Map<string, unknown>> {
-  const data = new Map<string, unknown>();
+async function replay(file: string): Promise<PackedMap> {
+  const data = new PackedMap();
   const stream = createReadStream(file, { encoding: 'utf8' });
   const opened = new Promise<boolean>((resolve, reject) => {
     stream.once('open', () => resolve(true));
@@ -128,7 +111,7 @@ async function replay(file: string): Promise<Map<string, unknown>> {
     }
     if ('clear' in entry) data.clear();
     else if ('d' in entry) data.delete(entry.k);
-    else data.set(entry.k, hold(entry.v));
+    else data.set(entry.k, entry.v);
   }
   return data;
 }
@@ -140,14 +123,14 @@ const COMPACT_CHUNK = 1 << 20;
  * Rewrites the journal as one line per live key: written in chunks to a temp file, fsync'ed,
  * renamed over the journal, and the directory fsync'ed so the rename itself survives power loss.
  */
-async function compact(file: string, data: Map<string, unknown>): Promise<void> {
+async function compact(file: string, data: PackedMap): Promise<void> {
   const tmp = `${file}.tmp`;
   const fh = await open(tmp, 'w');
   try {
     let chunk: string[] = [];
     let size = 0;
-    for (const [k, v] of data) {
-      const line = JSON.stringify({ k, v: release(v) }) + '\n';
+    for (const [k, v] of data.entries()) {
+      const line = JSON.stringify({ k, v }) + '\n';
       chunk.push(line);
       size += line.length;
       if (size >= COMPACT_CHUNK) {

@@ -5,6 +5,7 @@ import type { Grant, Identity } from '../policy/decide.js';
 import { isGlob, taskKey } from '../policy/names.js';
 import { paramsAllowed } from '../policy/params.js';
 import { ExpiryQueue } from './expiry-queue.js';
+import { PackedMap } from './packed-map.js';
 import * as model from './model.js';
 import type { AccessRequest, RequestStatus } from './model.js';
 import type { RequestStore } from './store.js';
@@ -44,14 +45,20 @@ const HOUR = 3_600_000;
  * in-memory lookup on the hot path.
  */
 export class AccessService {
-  private readonly requests = new Map<string, AccessRequest>();
+  /**
+   * Every request this instance knows, as JSON off the V8 heap: the hot path reads only
+   * `grantsByUser`, and a heap holding every request ever made costs every proxied request GC
+   * time (bench/RESULTS.md, sixth round). Each read parses a fresh copy.
+   */
+  private requests = new PackedMap<AccessRequest>();
   private readonly grantsByUser = new Map<string, Grant[]>();
+  /** Ids of each user's pending requests, so the cap check reads only those. */
+  private readonly pendingByUser = new Map<string, Set<string>>();
   /** Open (pending or approved) requests by when they expire, so a sweep touches only what is due. */
   private readonly due = new ExpiryQueue();
   private readonly listeners: Array<(req: AccessRequest, events: readonly AuditEvent[]) => void> = [];
-  /** Values shared among the requests in `requests` (memory, and GC time on the hot path). */
+  /** Values shared among the grants in `grantsByUser` (memory, and GC time on the hot path). */
   private readonly pool = new ValuePool();
-  private readonly taskSet = (tasks: readonly string[]): ReadonlySet<string> => this.pool.set(tasks);
 
   constructor(
     private readonly store: RequestStore,
@@ -74,9 +81,10 @@ export class AccessService {
    * Returns those ended copies, for `reassert`.
    */
   replace(requests: AccessRequest[]): AccessRequest[] {
-    const known = new Map(this.requests);
-    this.requests.clear();
+    const known = this.requests;
+    this.requests = new PackedMap();
     this.grantsByUser.clear();
+    this.pendingByUser.clear();
     this.due.clear();
     this.pool.clear();
     const ahead: AccessRequest[] = [];
@@ -273,7 +281,10 @@ export class AccessService {
     const cap = this.policies().settings.maxPendingPerUser;
     const now = this.now();
     let pending = 0;
-    for (const req of this.requests.values()) if (req.requester === user && model.effectiveStatus(req, now) === 'pending') pending++;
+    for (const id of this.pendingByUser.get(user) ?? []) {
+      const req = this.requests.get(id);
+      if (req !== undefined && model.effectiveStatus(req, now) === 'pending') pending++;
+    }
     if (pending >= cap) {
       throw new ServiceError(429, `you already have ${pending} pending requests, the most one user may have (${cap}): wait for them to be decided, or cancel those you no longer need, then ask again`);
     }
@@ -342,18 +353,29 @@ export class AccessService {
   private remember(req: AccessRequest): void {
     const known = this.requests.get(req.id);
     if (known !== undefined && model.progress(known) > model.progress(req)) return;
-    req = this.pool.request(req);
     this.requests.set(req.id, req);
+    this.notePending(req);
     const dueAt = expiryOf(req);
     // A deadline that does not parse is never swept (the hot path still refuses the grant: decide() needs a valid expiry).
     if (dueAt !== null && (known === undefined || expiryOf(known) !== dueAt)) this.due.push(Date.parse(dueAt), req.id);
-    const existing = this.grantsByUser.get(req.requester);
-    const grant = model.grantOf(req, this.taskSet);
+    const user = this.pool.string(req.requester);
+    const existing = this.grantsByUser.get(user);
+    const grant = model.grantOf(req, this.pool);
     if (existing === undefined && grant === null) return;
     const grants = (existing ?? []).filter((g) => g.requestId !== req.id);
     if (grant !== null && grant.expiresAt > this.now()) grants.push(grant);
-    if (grants.length === 0) this.grantsByUser.delete(req.requester);
-    else this.grantsByUser.set(req.requester, grants);
+    if (grants.length === 0) this.grantsByUser.delete(user);
+    else this.grantsByUser.set(user, grants);
+  }
+
+  private notePending(req: AccessRequest): void {
+    const ids = this.pendingByUser.get(req.requester);
+    if (req.status === 'pending') {
+      if (ids === undefined) this.pendingByUser.set(this.pool.string(req.requester), new Set([req.id]));
+      else ids.add(req.id);
+    } else if (ids?.delete(req.id) === true && ids.size === 0) {
+      this.pendingByUser.delete(req.requester);
+    }
   }
 
   private event(type: string, actor: string | null, req: AccessRequest, remote: string | null, extra: Record<string, unknown> = {}): AuditEvent {
