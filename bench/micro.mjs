@@ -34,7 +34,7 @@ function policySet(count) {
 }
 
 const memoryStore = (requests) => ({
-  list: async () => requests,
+  forEach: async (visit) => requests.forEach((r) => visit(r)),
   get: async () => undefined,
   put: async () => undefined,
   withLock: (_id, fn) => fn(),

@@ -37,6 +37,9 @@ export interface AccessRequest {
   comment: string | null;
 }
 
+/** What deciding who may see a request needs of it. */
+export type Visibility = Pick<AccessRequest, 'requester' | 'policy' | 'approverGroup' | 'approvalsRequired'>;
+
 /** Why a transition was refused, as an HTTP status and a message. */
 export class TransitionError extends Error {
   constructor(
@@ -97,14 +100,14 @@ export function clampDuration(requested: number | undefined, policy: CompiledPol
  * The approver group and approval count that apply now. A reloaded policy file applies to
  * requests still pending: the current policy's rule wins over the one recorded at creation.
  */
-export function approvalRule(req: AccessRequest, policies: PolicySet): { group: string | null; required: number } {
+export function approvalRule(req: Visibility, policies: PolicySet): { group: string | null; required: number } {
   const policy = policies.policies.get(req.policy);
   if (policy === undefined || policy.approval === 'auto') return { group: req.approverGroup, required: req.approvalsRequired };
   return { group: policy.approverGroup, required: policy.approvals };
 }
 
 /** Members of the request's approver group, now or when it was filed (either may act on a grant's safety: view, revoke). */
-function isApproverOf(req: AccessRequest, user: string, policies: PolicySet): boolean {
+function isApproverOf(req: Visibility, user: string, policies: PolicySet): boolean {
   return policies.isMember(approvalRule(req, policies).group, user) || policies.isMember(req.approverGroup, user);
 }
 
@@ -158,7 +161,7 @@ export function expire(req: AccessRequest, now: number): AccessRequest | null {
 }
 
 /** Who may see a request: its requester, its approvers, admins. */
-export function mayView(req: AccessRequest, user: string, policies: PolicySet): boolean {
+export function mayView(req: Visibility, user: string, policies: PolicySet): boolean {
   return req.requester === user || isApproverOf(req, user, policies) || policies.isAdmin(user);
 }
 

@@ -130,7 +130,9 @@ export async function openRedisStore(url: string, opts: RedisStoreOptions): Prom
     changes,
     get: (id) => withTimeout(keyv.get(REQ + id), COMMIT_TIMEOUT_MS, 'redis read'),
     put: (req) => commit(req, null),
-    list: async () => (await changes.snapshot()).requests,
+    forEach: async (visit) => {
+      for (const req of (await changes.snapshot()).requests) visit(req);
+    },
     async withLock(id, fn) {
       const lock = await acquire(id);
       const put: LockedPut = (req) => {

@@ -52,6 +52,8 @@ export class AccessService {
    */
   private requests = new PackedMap<AccessRequest>();
   private readonly grantsByUser = new Map<string, Grant[]>();
+  /** What `list` filters and sorts on, per request (~130 B on the heap), so that it parses only what it returns. */
+  private listings = new Map<string, Listing>();
   /** Ids of each user's pending requests, so the cap check reads only those. */
   private readonly pendingByUser = new Map<string, Set<string>>();
   /** Open (pending or approved) requests by when they expire, so a sweep touches only what is due. */
@@ -67,8 +69,14 @@ export class AccessService {
     private readonly now: () => number = Date.now,
   ) {}
 
+  /**
+   * The first read of the store, before anything else runs: each request is remembered as it is
+   * read, so only the compact form stays on the heap. (A running instance that must take the
+   * store's whole state again uses `replace`, which swaps it in one step.)
+   */
   async load(): Promise<void> {
-    this.replace(await this.store.list());
+    if (this.requests.size > 0) throw new Error('AccessService.load() is for the first read; use replace()');
+    await this.store.forEach((req) => this.remember(req));
   }
 
   /**
@@ -83,6 +91,7 @@ export class AccessService {
   replace(requests: AccessRequest[]): AccessRequest[] {
     const known = this.requests;
     this.requests = new PackedMap();
+    this.listings = new Map();
     this.grantsByUser.clear();
     this.pendingByUser.clear();
     this.due.clear();
@@ -230,15 +239,17 @@ export class AccessService {
 
   list(viewer: string, filter: { status?: RequestStatus | undefined; requester?: string | undefined }): AccessRequest[] {
     const policies = this.policies();
-    const out: AccessRequest[] = [];
-    for (const req of this.requests.values()) {
-      if (!model.mayView(req, viewer, policies)) continue;
-      const shown = this.present(req);
-      if (filter.status !== undefined && shown.status !== filter.status) continue;
-      if (filter.requester !== undefined && shown.requester !== filter.requester.toLowerCase()) continue;
-      out.push(shown);
+    const now = this.now();
+    const requester = filter.requester?.toLowerCase();
+    const shown: Array<[string, Listing]> = [];
+    for (const entry of this.listings) {
+      const listing = entry[1];
+      if (requester !== undefined && listing.requester !== requester) continue;
+      if (filter.status !== undefined && statusAt(listing, now) !== filter.status) continue;
+      if (model.mayView(listing, viewer, policies)) shown.push(entry);
     }
-    return out.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+    shown.sort((a, b) => a[1].createdAt.localeCompare(b[1].createdAt));
+    return shown.map(([id]) => this.present(this.requests.get(id)!));
   }
 
   /** Grants whose validity overlaps [from, to). */
@@ -354,6 +365,7 @@ export class AccessService {
     const known = this.requests.get(req.id);
     if (known !== undefined && model.progress(known) > model.progress(req)) return;
     this.requests.set(req.id, req);
+    this.listings.set(req.id, this.listingOf(req));
     this.notePending(req);
     const dueAt = expiryOf(req);
     // A deadline that does not parse is never swept (the hot path still refuses the grant: decide() needs a valid expiry).
@@ -366,6 +378,19 @@ export class AccessService {
     if (grant !== null && grant.expiresAt > this.now()) grants.push(grant);
     if (grants.length === 0) this.grantsByUser.delete(user);
     else this.grantsByUser.set(user, grants);
+  }
+
+  private listingOf(req: AccessRequest): Listing {
+    const dueAt = expiryOf(req);
+    return {
+      requester: this.pool.string(req.requester),
+      policy: this.pool.string(req.policy),
+      approverGroup: req.approverGroup === null ? null : this.pool.string(req.approverGroup),
+      approvalsRequired: req.approvalsRequired,
+      status: req.status,
+      dueAt: dueAt === null ? NaN : Date.parse(dueAt),
+      createdAt: req.createdAt,
+    };
   }
 
   private notePending(req: AccessRequest): void {
@@ -381,6 +406,18 @@ export class AccessService {
   private event(type: string, actor: string | null, req: AccessRequest, remote: string | null, extra: Record<string, unknown> = {}): AuditEvent {
     return { type, actor, task: req.task ?? req.role, policy: req.policy, requestId: req.id, remote, requester: req.requester, ...extra };
   }
+}
+
+interface Listing extends model.Visibility {
+  status: RequestStatus;
+  /** When the request expires unless something happens first (ms); NaN once it has ended, or when it never does. */
+  dueAt: number;
+  createdAt: string;
+}
+
+/** model.effectiveStatus, from a listing. */
+function statusAt(listing: Listing, now: number): RequestStatus {
+  return (listing.status === 'pending' || listing.status === 'approved') && listing.dueAt <= now ? 'expired' : listing.status;
 }
 
 /** When an open request expires unless something happens first; null once it has ended. */

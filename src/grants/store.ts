@@ -15,7 +15,12 @@ export interface RequestStore {
   get(id: string): Promise<AccessRequest | undefined>;
   /** Stores a request no one else can be changing yet (a new id). */
   put(request: AccessRequest): Promise<void>;
-  list(): Promise<AccessRequest[]>;
+  /**
+   * Calls `visit` with every stored request, one at a time, and keeps none: loading a large state
+   * never holds it all on the heap at once (it would be promoted, then sit there as garbage until
+   * a full GC under load).
+   */
+  forEach(visit: (request: AccessRequest) => void): Promise<void>;
   /**
    * Runs `fn` with no other holder of the same id's lock anywhere (this process, or every
    * instance for shared stores). Changes go through the `put` it is given, which is fenced:
@@ -71,13 +76,11 @@ export async function openEmbeddedStore(dataDir: string): Promise<RequestStore> 
   return {
     get: (id) => keyv.get(PREFIX + id),
     put,
-    list: async () => {
-      const out: AccessRequest[] = [];
+    forEach: async (visit) => {
       for (const key of journal.keys(`${NAMESPACE}:${PREFIX}`)) {
         const req = await keyv.get(key.slice(NAMESPACE.length + 1));
-        if (req) out.push(req);
+        if (req) visit(req);
       }
-      return out;
     },
     withLock: (id, fn) => locks.run(id, () => fn(put)),
     ping: async () => true,
