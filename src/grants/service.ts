@@ -52,7 +52,7 @@ export class AccessService {
    */
   private requests = new PackedMap<AccessRequest>();
   private readonly grantsByUser = new Map<string, Grant[]>();
-  /** What `list` filters and sorts on, per request (~130 B on the heap), so that it parses only what it returns. */
+  /** What `list` filters and sorts on, per request (~170 B on the heap), so that it parses only what it returns. */
   private listings = new Map<string, Listing>();
   /** Ids of each user's pending requests, so the cap check reads only those. */
   private readonly pendingByUser = new Map<string, Set<string>>();
