@@ -118,18 +118,12 @@ export class PackedMap<V = unknown> {
   }
 
   #read(at: number): unknown {
-    const slab = this.#slabs[Math.floor(at / SLAB_BYTES)]!;
-    const offset = at % SLAB_BYTES;
-    const header = slab.readUInt32LE(offset);
-    const length = Math.floor(header / 2);
-    const text = slab.toString('utf8', offset + HEADER_BYTES, offset + HEADER_BYTES + length);
-    return header % 2 === KIND_JSON ? JSON.parse(text) : text;
+    const { text, kind } = entryAt(this.#slabs, at);
+    return kind === KIND_JSON ? JSON.parse(text) : text;
   }
 
   #drop(at: number | undefined): void {
-    if (at === undefined) return;
-    const slab = this.#slabs[Math.floor(at / SLAB_BYTES)]!;
-    this.#liveBytes -= HEADER_BYTES + Math.floor(slab.readUInt32LE(at % SLAB_BYTES) / 2);
+    if (at !== undefined) this.#liveBytes -= HEADER_BYTES + entryLength(this.#slabs, at);
   }
 
   #compactIfWasteful(): void {
@@ -145,13 +139,22 @@ export class PackedMap<V = unknown> {
     this.#liveBytes = 0;
     this.#usedBytes = 0;
     for (const [key, at] of this.#index) {
-      const slab = old[Math.floor(at / SLAB_BYTES)]!;
-      const offset = at % SLAB_BYTES;
-      const header = slab.readUInt32LE(offset);
-      const text = slab.toString('utf8', offset + HEADER_BYTES, offset + HEADER_BYTES + Math.floor(header / 2));
-      this.#index.set(key, this.#write(text, header % 2)); // an existing key: same place in the order
+      const { text, kind } = entryAt(old, at);
+      this.#index.set(key, this.#write(text, kind)); // an existing key: same place in the order
     }
   }
+}
+
+/** Byte length of the value stored at `at` (its header: length × 2 + kind). */
+function entryLength(slabs: readonly Buffer[], at: number): number {
+  return Math.floor(slabs[Math.floor(at / SLAB_BYTES)]!.readUInt32LE(at % SLAB_BYTES) / 2);
+}
+
+function entryAt(slabs: readonly Buffer[], at: number): { text: string; kind: number } {
+  const slab = slabs[Math.floor(at / SLAB_BYTES)]!;
+  const start = (at % SLAB_BYTES) + HEADER_BYTES;
+  const header = slab.readUInt32LE(start - HEADER_BYTES);
+  return { text: slab.toString('utf8', start, start + Math.floor(header / 2)), kind: header % 2 };
 }
 
 /** 1 MiB slabs: few enough objects, little waste at the end of each. */

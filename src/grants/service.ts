@@ -364,10 +364,10 @@ export class AccessService {
   private remember(req: AccessRequest): void {
     const known = this.requests.get(req.id);
     if (known !== undefined && model.progress(known) > model.progress(req)) return;
-    this.requests.set(req.id, req);
-    this.listings.set(req.id, this.listingOf(req));
-    this.notePending(req);
     const dueAt = expiryOf(req);
+    this.requests.set(req.id, req);
+    this.listings.set(req.id, this.listingOf(req, dueAt));
+    this.notePending(req);
     // A deadline that does not parse is never swept (the hot path still refuses the grant: decide() needs a valid expiry).
     if (dueAt !== null && (known === undefined || expiryOf(known) !== dueAt)) this.due.push(Date.parse(dueAt), req.id);
     const user = this.pool.string(req.requester);
@@ -380,8 +380,7 @@ export class AccessService {
     else this.grantsByUser.set(user, grants);
   }
 
-  private listingOf(req: AccessRequest): Listing {
-    const dueAt = expiryOf(req);
+  private listingOf(req: AccessRequest, dueAt: string | null): Listing {
     return {
       requester: this.pool.string(req.requester),
       policy: this.pool.string(req.policy),

@@ -16,9 +16,10 @@ export interface RequestStore {
   /** Stores a request no one else can be changing yet (a new id). */
   put(request: AccessRequest): Promise<void>;
   /**
-   * Calls `visit` with every stored request, one at a time, and keeps none: loading a large state
-   * never holds it all on the heap at once (it would be promoted, then sit there as garbage until
-   * a full GC under load).
+   * Calls `visit` with every stored request, one at a time. The embedded store parses each only
+   * when it is visited, so loading a large state never holds it all on the heap at once (it would
+   * be promoted, then sit there as garbage until a full GC under load); the Redis store visits
+   * the requests of one snapshot it has read whole.
    */
   forEach(visit: (request: AccessRequest) => void): Promise<void>;
   /**
