@@ -9,9 +9,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parsePolicyText } from '../dist/config/load.js';
 import { AccessService } from '../dist/grants/service.js';
+import { GrantIndex } from '../dist/grants/grant-index.js';
 import { grantOf } from '../dist/grants/model.js';
 import { openEmbeddedStore } from '../dist/grants/store.js';
-import { ValuePool } from '../dist/grants/value-pool.js';
 import { PolicySet } from '../dist/policy/compile.js';
 import { decide } from '../dist/policy/decide.js';
 import { taskKey } from '../dist/policy/names.js';
@@ -87,7 +87,7 @@ const added = (before, after) => ({ heap: after.heap - before.heap, external: af
 
 /**
  * One heap measurement in this (fresh) process: `index` builds the hot-path grant index
- * (Grant objects by user, task Sets shared, as AccessService.remember does) from requests already in memory;
+ * (a GrantIndex, packed by user, as AccessService.remember keeps it) from requests already in memory;
  * `state` opens the embedded store seeded with the requests and loads an AccessService, i.e.
  * everything the gateway holds for them. Prints the bytes added.
  */
@@ -97,16 +97,17 @@ async function heapPart(part) {
   if (part === 'index') {
     const reqs = [...otherUsersGrants(HEAP_GRANTS, LARGE[0], now)];
     const before = await settledHeap();
-    const index = new Map();
-    const pool = new ValuePool();
+    const byUser = new Map();
     for (const r of reqs) {
-      const g = grantOf(r, pool);
-      const list = index.get(r.requester);
-      if (list) list.push(g);
-      else index.set(r.requester, [g]);
+      const list = byUser.get(r.requester);
+      if (list) list.push(grantOf(r));
+      else byUser.set(r.requester, [grantOf(r)]);
     }
+    const index = new GrantIndex();
+    for (const [user, grants] of byUser) index.set(user, grants);
+    byUser.clear();
     const after = await settledHeap();
-    if (index.size === 0 || reqs.length === 0) throw new Error('no grants');
+    if (index.users === 0 || reqs.length === 0) throw new Error('no grants');
     return added(before, after);
   }
   const dir = await mkdtemp(join(tmpdir(), 'pamgate-micro-'));
@@ -144,7 +145,7 @@ if (HEAP_PART) {
   console.log(`\nheap for ${HEAP_GRANTS.toLocaleString('en-US')} active grants${scale !== 1 ? `, scaled ×${scale} to 100,000` : ''}:`);
   const show = (m) => `${mb(m.heap * scale)} V8 heap (${Math.round(m.heap / HEAP_GRANTS)} B/grant) + ${mb(m.external * scale)} outside it (${Math.round(m.external / HEAP_GRANTS)} B/grant)`;
   console.log(`  embedded store + AccessService (requests + grant index): ${show(state)}`);
-  console.log(`  grant index alone (Grant objects by user, hot path):     ${show(index)}`);
+  console.log(`  grant index alone (GrantIndex, hot path):                ${show(index)}`);
 }
 
 const rows = [];

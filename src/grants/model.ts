@@ -70,22 +70,14 @@ export function progress(req: AccessRequest): number {
   return rank * 1_000_000 + Math.min(req.approvals.length, 999_999);
 }
 
-/** Hands out one shared copy of equal values (a ValuePool), so that grants do not each hold their own. */
-export interface Sharing {
-  string(s: string): string;
-  set(items: readonly string[]): ReadonlySet<string>;
-}
-
-const UNSHARED: Sharing = { string: (s) => s, set: (items) => new Set(items) };
-
 /** The grant an approved request gives. */
-export function grantOf(req: AccessRequest, share: Sharing = UNSHARED): Grant | null {
+export function grantOf(req: AccessRequest): Grant | null {
   if (req.status !== 'approved' || req.expiresAt === null) return null;
   return {
     requestId: req.id,
-    requester: share.string(req.requester),
-    policyId: share.string(req.policy),
-    taskKeys: share.set(req.tasks),
+    requester: req.requester,
+    policyId: req.policy,
+    taskKeys: new Set(req.tasks),
     scope: req.parameters === null ? null : Object.fromEntries(Object.entries(req.parameters).map(([k, v]) => [k.toLowerCase(), v])),
     expiresAt: Date.parse(req.expiresAt),
   };

@@ -5,11 +5,12 @@ import type { Grant, Identity } from '../policy/decide.js';
 import { isGlob, taskKey } from '../policy/names.js';
 import { paramsAllowed } from '../policy/params.js';
 import { ExpiryQueue } from './expiry-queue.js';
+import { GrantIndex } from './grant-index.js';
+import { ListingTable, type Listing } from './listing-table.js';
 import { PackedMap } from './packed-map.js';
 import * as model from './model.js';
 import type { AccessRequest, RequestStatus } from './model.js';
 import type { RequestStore } from './store.js';
-import { ValuePool } from './value-pool.js';
 
 export interface AuditSink {
   append(event: AuditEvent): Promise<void>;
@@ -35,7 +36,6 @@ export class ServiceError extends Error {
   }
 }
 
-const EMPTY: readonly Grant[] = Object.freeze([]);
 /** Revoked, expired, denied or canceled: no way back to a grant. */
 const isEnded = (req: AccessRequest): boolean => req.status !== 'pending' && req.status !== 'approved';
 const HOUR = 3_600_000;
@@ -47,20 +47,19 @@ const HOUR = 3_600_000;
 export class AccessService {
   /**
    * Every request this instance knows, as JSON off the V8 heap: the hot path reads only
-   * `grantsByUser`, and a heap holding every request ever made costs every proxied request GC
+   * `grants`, and a heap holding every request ever made costs every proxied request GC
    * time (bench/RESULTS.md, sixth round). Each read parses a fresh copy.
    */
   private requests = new PackedMap<AccessRequest>();
-  private readonly grantsByUser = new Map<string, Grant[]>();
-  /** What `list` filters and sorts on, per request (~170 B on the heap), so that it parses only what it returns. */
-  private listings = new Map<string, Listing>();
+  /** Each user's active grants: what the hot path reads. */
+  private readonly grants = new GrantIndex();
+  /** What `list` filters and sorts on, per request, so that it parses only what it returns. */
+  private listings = new ListingTable();
   /** Ids of each user's pending requests, so the cap check reads only those. */
   private readonly pendingByUser = new Map<string, Set<string>>();
   /** Open (pending or approved) requests by when they expire, so a sweep touches only what is due. */
   private readonly due = new ExpiryQueue();
   private readonly listeners: Array<(req: AccessRequest, events: readonly AuditEvent[]) => void> = [];
-  /** Values shared among the grants in `grantsByUser` (memory, and GC time on the hot path). */
-  private readonly pool = new ValuePool();
 
   constructor(
     private readonly store: RequestStore,
@@ -91,11 +90,10 @@ export class AccessService {
   replace(requests: AccessRequest[]): AccessRequest[] {
     const known = this.requests;
     this.requests = new PackedMap();
-    this.listings = new Map();
-    this.grantsByUser.clear();
+    this.listings = new ListingTable();
+    this.grants.clear();
     this.pendingByUser.clear();
     this.due.clear();
-    this.pool.clear();
     const ahead: AccessRequest[] = [];
     for (const req of requests) {
       const mine = known.get(req.id);
@@ -137,14 +135,11 @@ export class AccessService {
     this.listeners.push(listener);
   }
 
-  /** Active grants of a user (hot path: no I/O, no allocation). */
-  readonly grantsOf = (user: string): readonly Grant[] => this.grantsByUser.get(user) ?? EMPTY;
+  /** Active grants of a user (hot path: no I/O; no allocation once the user's grants are hot). */
+  readonly grantsOf = (user: string): readonly Grant[] => this.grants.get(user);
 
   activeGrantCount(): number {
-    const now = this.now();
-    let n = 0;
-    for (const grants of this.grantsByUser.values()) for (const g of grants) if (g.expiresAt > now) n++;
-    return n;
+    return this.listings.countActive(this.now());
   }
 
   /** Re-reads one request from the store (another instance changed it). */
@@ -241,15 +236,14 @@ export class AccessService {
     const policies = this.policies();
     const now = this.now();
     const requester = filter.requester?.toLowerCase();
-    const shown: Array<[string, Listing]> = [];
-    for (const entry of this.listings) {
-      const listing = entry[1];
-      if (requester !== undefined && listing.requester !== requester) continue;
-      if (filter.status !== undefined && statusAt(listing, now) !== filter.status) continue;
-      if (model.mayView(listing, viewer, policies)) shown.push(entry);
-    }
-    shown.sort((a, b) => a[1].createdAt.localeCompare(b[1].createdAt));
-    return shown.map(([id]) => this.present(this.requests.get(id)!));
+    const shown: Array<{ id: string; createdAt: number }> = [];
+    this.listings.forEach((id, row) => {
+      if (requester !== undefined && row.requester !== requester) return;
+      if (filter.status !== undefined && statusAt(row, now) !== filter.status) return;
+      if (model.mayView(row, viewer, policies)) shown.push({ id, createdAt: row.createdAt });
+    });
+    shown.sort((a, b) => a.createdAt - b.createdAt);
+    return shown.map(({ id }) => this.present(this.requests.get(id)!));
   }
 
   /** Grants whose validity overlaps [from, to). */
@@ -365,37 +359,29 @@ export class AccessService {
     const known = this.requests.get(req.id);
     if (known !== undefined && model.progress(known) > model.progress(req)) return;
     const dueAt = expiryOf(req);
+    // The grant first: should a later write throw, a grant this change ended is gone already.
+    this.rememberGrant(req);
     this.requests.set(req.id, req);
-    this.listings.set(req.id, this.listingOf(req, dueAt));
+    this.listings.set(req.id, listingOf(req, dueAt));
     this.notePending(req);
     // A deadline that does not parse is never swept (the hot path still refuses the grant: decide() needs a valid expiry).
     if (dueAt !== null && (known === undefined || expiryOf(known) !== dueAt)) this.due.push(Date.parse(dueAt), req.id);
-    const user = this.pool.string(req.requester);
-    const existing = this.grantsByUser.get(user);
-    const grant = model.grantOf(req, this.pool);
-    if (existing === undefined && grant === null) return;
-    const grants = (existing ?? []).filter((g) => g.requestId !== req.id);
-    if (grant !== null && grant.expiresAt > this.now()) grants.push(grant);
-    if (grants.length === 0) this.grantsByUser.delete(user);
-    else this.grantsByUser.set(user, grants);
   }
 
-  private listingOf(req: AccessRequest, dueAt: string | null): Listing {
-    return {
-      requester: this.pool.string(req.requester),
-      policy: this.pool.string(req.policy),
-      approverGroup: req.approverGroup === null ? null : this.pool.string(req.approverGroup),
-      approvalsRequired: req.approvalsRequired,
-      status: req.status,
-      dueAt: dueAt === null ? NaN : Date.parse(dueAt),
-      createdAt: req.createdAt,
-    };
+  /** Keeps the requester's grant list current: this request's grant in it if approved and unexpired, out of it otherwise. */
+  private rememberGrant(req: AccessRequest): void {
+    const grant = model.grantOf(req);
+    const existing = this.grants.peek(req.requester);
+    const others = existing.filter((g) => g.requestId !== req.id);
+    if (grant === null && others.length === existing.length) return; // nothing to add, nothing to take out
+    if (grant !== null && grant.expiresAt > this.now()) others.push(grant);
+    this.grants.set(req.requester, others);
   }
 
   private notePending(req: AccessRequest): void {
     const ids = this.pendingByUser.get(req.requester);
     if (req.status === 'pending') {
-      if (ids === undefined) this.pendingByUser.set(this.pool.string(req.requester), new Set([req.id]));
+      if (ids === undefined) this.pendingByUser.set(req.requester, new Set([req.id]));
       else ids.add(req.id);
     } else if (ids?.delete(req.id) === true && ids.size === 0) {
       this.pendingByUser.delete(req.requester);
@@ -407,11 +393,17 @@ export class AccessService {
   }
 }
 
-interface Listing extends model.Visibility {
-  status: RequestStatus;
-  /** When the request expires unless something happens first (ms); NaN once it has ended, or when it never does. */
-  dueAt: number;
-  createdAt: string;
+function listingOf(req: AccessRequest, dueAt: string | null): Listing {
+  const createdAt = Date.parse(req.createdAt);
+  return {
+    requester: req.requester,
+    policy: req.policy,
+    approverGroup: req.approverGroup,
+    approvalsRequired: req.approvalsRequired,
+    status: req.status,
+    dueAt: dueAt === null ? NaN : Date.parse(dueAt),
+    createdAt: Number.isNaN(createdAt) ? -Infinity : createdAt, // a date that does not parse sorts first
+  };
 }
 
 /** model.effectiveStatus, from a listing. */
