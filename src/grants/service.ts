@@ -53,6 +53,8 @@ export class AccessService {
   private requests = new PackedMap<AccessRequest>();
   /** Each user's active grants: what the hot path reads. */
   private readonly grants = new GrantIndex();
+  /** While `load` reads the store: each user's grants so far, packed once at the end rather than once per request read. */
+  private gathering: Map<string, Grant[]> | null = null;
   /** What `list` filters and sorts on, per request, so that it parses only what it returns. */
   private listings = new ListingTable();
   /** Ids of each user's pending requests, so the cap check reads only those. */
@@ -75,7 +77,14 @@ export class AccessService {
    */
   async load(): Promise<void> {
     if (this.requests.size > 0) throw new Error('AccessService.load() is for the first read; use replace()');
-    await this.store.forEach((req) => this.remember(req));
+    const gathered = new Map<string, Grant[]>();
+    this.gathering = gathered;
+    try {
+      await this.store.forEach((req) => this.remember(req));
+    } finally {
+      this.gathering = null;
+    }
+    for (const [user, grants] of gathered) this.grants.set(user, grants);
   }
 
   /**
@@ -371,11 +380,12 @@ export class AccessService {
   /** Keeps the requester's grant list current: this request's grant in it if approved and unexpired, out of it otherwise. */
   private rememberGrant(req: AccessRequest): void {
     const grant = model.grantOf(req);
-    const existing = this.grants.peek(req.requester);
+    const existing = this.gathering?.get(req.requester) ?? this.grants.peek(req.requester);
     const others = existing.filter((g) => g.requestId !== req.id);
     if (grant === null && others.length === existing.length) return; // nothing to add, nothing to take out
     if (grant !== null && grant.expiresAt > this.now()) others.push(grant);
-    this.grants.set(req.requester, others);
+    if (this.gathering !== null) this.gathering.set(req.requester, others);
+    else this.grants.set(req.requester, others);
   }
 
   private notePending(req: AccessRequest): void {

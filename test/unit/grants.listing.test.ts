@@ -7,8 +7,9 @@ import { AccessService } from '../../src/grants/service.js';
 import type { RequestStore } from '../../src/grants/store.js';
 import { PolicySet } from '../../src/policy/compile.js';
 
-// AccessService.list() filters on compact listings and parses only what it returns; it must give
-// exactly what filtering every full request with the model's own rules gives.
+// AccessService keeps compact forms of its requests: listings that list() filters on (it parses
+// only what it returns), and a packed grant index. Both must give exactly what the model's own
+// rules give over the full requests.
 const policies = new PolicySet(
   policyFileSchema.parse({
     version: 1,
@@ -93,6 +94,25 @@ describe('AccessService.list', () => {
           expect(svc.list(viewer, { status, requester })).toEqual(expected);
         },
       ),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('AccessService.grantsOf and activeGrantCount', () => {
+  it('after load, hold exactly the approved, unexpired grants of each user, as the model gives them', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(request, { maxLength: 40 }), async (drafts) => {
+        const requests = drafts.map((d, i) => ({ ...d, id: `r${i}` }));
+        const svc = service(requests);
+        await svc.load();
+        const active = requests.map((r) => model.grantOf(r)).filter((g) => g !== null && g.expiresAt > NOW);
+        for (const user of [...USERS, 'nobody@c.com']) {
+          const got = [...svc.grantsOf(user)].sort((a, b) => a.requestId.localeCompare(b.requestId));
+          expect(got).toEqual(active.filter((g) => g!.requester === user).sort((a, b) => a!.requestId.localeCompare(b!.requestId)));
+        }
+        expect(svc.activeGrantCount()).toBe(active.length);
+      }),
       { numRuns: 300 },
     );
   });
