@@ -87,6 +87,42 @@ describe('PackedMap', () => {
     for (let i = 0; i < 100; i++) expect(map.get(`k${i}`)).toEqual({ id: i * 10, pad });
   });
 
+  it('finds every one of many keys, through growth, deletions and re-insertions', () => {
+    const map = new PackedMap<number>();
+    for (let i = 0; i < 20_000; i++) map.set(`pamgate:req:${i}`, i);
+    for (let i = 0; i < 20_000; i += 2) expect(map.delete(`pamgate:req:${i}`)).toBe(true);
+    for (let i = 0; i < 20_000; i += 4) map.set(`pamgate:req:${i}`, 1e6 + i); // back in, at the end
+    expect(map.size).toBe(15_000);
+    for (let i = 0; i < 20_000; i++) {
+      const want = i % 2 === 1 ? i : i % 4 === 0 ? 1e6 + i : undefined;
+      expect(map.get(`pamgate:req:${i}`)).toBe(want);
+      expect(map.has(`pamgate:req:${i}`)).toBe(want !== undefined);
+    }
+    const keys = [...map.keys()];
+    expect(keys.slice(0, 2)).toEqual(['pamgate:req:1', 'pamgate:req:3']);
+    expect(keys.at(-1)).toBe('pamgate:req:19996');
+    expect(map.get('pamgate:req:20000')).toBeUndefined();
+  });
+
+  it('keeps keys apart that UTF-8 alone would not (lone surrogates, U+FFFD), and non-ASCII keys', () => {
+    const map = new PackedMap<string>();
+    const keys = ['a\ud800', 'a\ufffd', 'a\udc00', 'Zoë', '東京', '🔐', ''];
+    keys.forEach((k, i) => map.set(k, `v${i}`));
+    keys.forEach((k, i) => expect(map.get(k)).toBe(`v${i}`));
+    expect([...map.keys()]).toEqual(keys);
+    map.compact();
+    expect([...map.entries()]).toEqual(keys.map((k, i) => [k, `v${i}`]));
+  });
+
+  it('refuses to go on iterating once compaction renumbered the entries', () => {
+    const map = new PackedMap<number>();
+    for (let i = 0; i < 10; i++) map.set(`k${i}`, i);
+    const keys = map.keys();
+    expect(keys.next().value).toBe('k0');
+    map.compact();
+    expect(() => keys.next()).toThrow(/compacted while being iterated/);
+  });
+
   it('behaves as a Map of JSON copies under any sequence of sets and deletes (model check)', () => {
     const key = fc.constantFrom('a', 'b', 'c', 'd', 'e');
     const value = fc.oneof(fc.string({ unit: 'binary' }), fc.jsonValue(), fc.string({ minLength: 2000, maxLength: 5000 }));
@@ -108,6 +144,38 @@ describe('PackedMap', () => {
         expect([...map.entries()]).toEqual([...model.entries()]);
       }),
       { numRuns: 200 },
+    );
+  });
+
+  it('behaves as a Map over many keys: sets, deletes, lookups and compactions in any order (model check)', () => {
+    const key = fc.oneof(fc.integer({ min: 0, max: 300 }).map((i) => `u${i}@c.com`), fc.string({ unit: 'binary', maxLength: 4 }));
+    const op = fc.oneof(
+      fc.tuple(fc.constant('set' as const), key, fc.integer()),
+      fc.tuple(fc.constant('delete' as const), key, fc.constant(0)),
+      fc.tuple(fc.constant('get' as const), key, fc.constant(0)),
+      fc.tuple(fc.constant('compact' as const), fc.constant(''), fc.constant(0)),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 1500 }), (ops) => {
+        const map = new PackedMap<number>();
+        const model = new Map<string, number>();
+        for (const [kind, k, v] of ops) {
+          if (kind === 'set') {
+            map.set(k, v);
+            model.set(k, v);
+          } else if (kind === 'delete') {
+            expect(map.delete(k)).toBe(model.delete(k));
+          } else if (kind === 'get') {
+            expect(map.get(k)).toBe(model.get(k));
+            expect(map.has(k)).toBe(model.has(k));
+          } else {
+            map.compact();
+          }
+          expect(map.size).toBe(model.size);
+        }
+        expect([...map.entries()]).toEqual([...model.entries()]);
+      }),
+      { numRuns: 150 },
     );
   });
 });
