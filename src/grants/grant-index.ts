@@ -39,7 +39,7 @@ export class GrantIndex {
     return this.#packed.size;
   }
 
-  /** A user's grants (hot path: after the first call, a lookup without allocation). Shared: do not modify. */
+  /** A user's grants (hot path: after the first call, an LRU lookup, no parsing). Shared: do not modify. */
   get(user: string): readonly Grant[] {
     const hot = this.#hot.get(user);
     if (hot !== undefined) return hot;

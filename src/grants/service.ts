@@ -53,7 +53,7 @@ export class AccessService {
   private requests = new PackedMap<AccessRequest>();
   /** Each user's active grants: what the hot path reads. */
   private readonly grants = new GrantIndex();
-  /** While `load` reads the store: each user's grants so far, packed once at the end rather than once per request read. */
+  /** While `load` or `replace` reads many requests: each user's grants so far (see gatherGrants). */
   private gathering: Map<string, Grant[]> | null = null;
   /** What `list` filters and sorts on, per request, so that it parses only what it returns. */
   private listings = new ListingTable();
@@ -77,14 +77,12 @@ export class AccessService {
    */
   async load(): Promise<void> {
     if (this.requests.size > 0) throw new Error('AccessService.load() is for the first read; use replace()');
-    const gathered = new Map<string, Grant[]>();
-    this.gathering = gathered;
+    const flush = this.gatherGrants();
     try {
       await this.store.forEach((req) => this.remember(req));
     } finally {
-      this.gathering = null;
+      flush();
     }
-    for (const [user, grants] of gathered) this.grants.set(user, grants);
   }
 
   /**
@@ -104,14 +102,19 @@ export class AccessService {
     this.pendingByUser.clear();
     this.due.clear();
     const ahead: AccessRequest[] = [];
-    for (const req of requests) {
-      const mine = known.get(req.id);
-      if (mine !== undefined && isEnded(mine) && !isEnded(req)) {
-        this.remember(mine);
-        ahead.push(mine);
-      } else {
-        this.remember(req);
+    const flush = this.gatherGrants();
+    try {
+      for (const req of requests) {
+        const mine = known.get(req.id);
+        if (mine !== undefined && isEnded(mine) && !isEnded(req)) {
+          this.remember(mine);
+          ahead.push(mine);
+        } else {
+          this.remember(req);
+        }
       }
+    } finally {
+      flush();
     }
     return ahead;
   }
@@ -144,7 +147,7 @@ export class AccessService {
     this.listeners.push(listener);
   }
 
-  /** Active grants of a user (hot path: no I/O; no allocation once the user's grants are hot). */
+  /** Active grants of a user (hot path: no I/O; no parsing once the user's grants are hot). */
   readonly grantsOf = (user: string): readonly Grant[] => this.grants.get(user);
 
   activeGrantCount(): number {
@@ -375,6 +378,19 @@ export class AccessService {
     this.notePending(req);
     // A deadline that does not parse is never swept (the hot path still refuses the grant: decide() needs a valid expiry).
     if (dueAt !== null && (known === undefined || expiryOf(known) !== dueAt)) this.due.push(Date.parse(dueAt), req.id);
+  }
+
+  /**
+   * Until the returned flush is called, `remember` collects each user's grants here instead of
+   * re-packing the user's list for every request read; the flush packs each list once.
+   */
+  private gatherGrants(): () => void {
+    const gathered = new Map<string, Grant[]>();
+    this.gathering = gathered;
+    return () => {
+      this.gathering = null;
+      for (const [user, grants] of gathered) this.grants.set(user, grants);
+    };
   }
 
   /** Keeps the requester's grant list current: this request's grant in it if approved and unexpired, out of it otherwise. */
