@@ -2,9 +2,9 @@ import * as nodeFs from 'node:fs';
 
 /**
  * The file primitives the writer uses, as promises over raw fds. Injectable so tests can make
- * write/sync/truncate fail; production uses {@link nodeAuditFs}. On Linux the live file is opened
- * O_DSYNC, so a failing write is also how a failing sync shows; fdatasync is used after a cut-back
- * and, elsewhere, after every batch.
+ * write/sync/truncate fail; production uses {@link nodeAuditFs}. On Linux audit.wal is opened
+ * O_DSYNC, so a failing write is also how a failing sync shows; fdatasync syncs audit.jsonl at
+ * checkpoints and after a cut-back, and audit.wal after every batch elsewhere.
  */
 export interface AuditFs {
   open(path: string, flags: string | number, mode: number): Promise<number>;

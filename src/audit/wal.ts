@@ -9,8 +9,8 @@ import { computedHash, isRecord, parseStoredLine } from './line.js';
  * that are already allocated and written makes the sync a data write and a cache flush, with no
  * file-size change for the filesystem to journal: on ext4 it took about half the time and half
  * the CPU of a durable append of the same bytes (bench/disk.mjs, bench/RESULTS.md). The very same bytes go to
- * audit.jsonl as a plain append, which a checkpoint makes durable (see log.ts); the WAL only has to
- * hold what came after the last checkpoint.
+ * audit.jsonl afterwards as a plain append, which a checkpoint makes durable (see log.ts); the WAL
+ * only has to hold what came after the last checkpoint.
  *
  * A *lap* starts only once audit.jsonl is durable up to its last acknowledged line: a header naming
  * that base (where audit.jsonl ended, in bytes, and the seq and hash of its last line) is written

@@ -1,4 +1,4 @@
-import { appendFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/gateway.js';
@@ -121,9 +121,18 @@ describe.each(['embedded', 'redis'] as const)('kill -9 under load, then restart 
     // line; before it may come the lines of a batch whose durable write the kill cut short (never
     // acknowledged: the promises checked below do not include them).
     const repaired = await auditEvents(dataDir, 'audit.repaired');
-    expect(repaired).toHaveLength(1);
-    const r = repaired[0] as { dropped: string; droppedEnd?: string };
-    expect((r.droppedEnd ?? r.dropped).endsWith('{"seq":999999,"time":"2026-')).toBe(true);
+    if (repaired.length === 0) {
+      // Under load acknowledged lines reach audit.jsonl after the WAL, several batches at a time:
+      // the kill left some of them only in audit.wal, so the torn bytes lay where those lines
+      // belong, and the restart rewrote that stretch from the WAL (a damaged copy, nothing lost).
+      const started = (await auditEvents(dataDir, 'gateway.started')).at(-1) as { auditRestored?: number };
+      expect(started.auditRestored).toBeGreaterThan(0);
+    } else {
+      expect(repaired).toHaveLength(1);
+      const r = repaired[0] as { dropped: string; droppedEnd?: string };
+      expect((r.droppedEnd ?? r.dropped).endsWith('{"seq":999999,"time":"2026-')).toBe(true);
+    }
+    expect(await readFile(join(dataDir, 'audit.jsonl'), 'utf8')).not.toContain('{"seq":999999,');
     const verify = await runCli(['audit', 'verify', dataDir]);
     expect(verify.stderr).toBe('');
     expect(verify.code).toBe(0);

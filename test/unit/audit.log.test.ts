@@ -177,7 +177,44 @@ describe('AuditLog group commit', () => {
     await Promise.all([1, 2, 3].map((i) => log.append({ type: 'x', i }).then(() => calls.push(`resolve ${i}`))));
     await log.close();
     expect(flagsOf('audit.wal') & fsConstants.O_DSYNC).toBe(0);
-    expect(calls.slice(0, 6)).toEqual(['append audit.jsonl', 'write audit.wal', 'fdatasync audit.wal', 'resolve 1', 'resolve 2', 'resolve 3']);
+    // Nothing else queued: the lines go to audit.jsonl right after they are durable, before the appends resolve.
+    expect(calls.slice(0, 6)).toEqual(['write audit.wal', 'fdatasync audit.wal', 'append audit.jsonl', 'resolve 1', 'resolve 2', 'resolve 3']);
+  });
+
+  it('under load appends audit.jsonl in chunks of several batches, and holds every line once nothing is queued', async () => {
+    let walFd = -1;
+    let liveFd = -1;
+    let liveAppends = 0;
+    const fs: AuditFs = {
+      ...nodeAuditFs,
+      open: async (path, flags, mode) => {
+        const fd = await nodeAuditFs.open(path, flags, mode);
+        if (path.endsWith('audit.wal') && ((flags as number) & fsConstants.O_TRUNC) === 0) walFd = fd;
+        if (path.endsWith('audit.jsonl')) liveFd = fd;
+        return fd;
+      },
+      write: async (fd, buf, off, len, pos) => {
+        if (fd === liveFd && pos === null) liveAppends++;
+        if (fd === walFd && len > 1 && pos !== 0) await new Promise((r) => setTimeout(r, 2)); // a slow disk: batches queue up
+        return nodeAuditFs.write(fd, buf, off, len, pos);
+      },
+    };
+    const log = await AuditLog.open({ dir, fs });
+    liveAppends = 0;
+    const pending: Array<Promise<void>> = [];
+    for (let wave = 0; wave < 20; wave++) {
+      for (let i = 0; i < 50; i++) pending.push(log.append({ type: 'request.created', pad: 'p'.repeat(300), n: pending.length + 1 }));
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    await Promise.all(pending);
+    const { batches } = log.stats();
+    // Every acknowledged line is in the file once the last batch has resolved, before close().
+    expect((await lines(log.path)).map((l) => (JSON.parse(l) as { n: number }).n)).toEqual(pending.map((_, i) => i + 1));
+    await log.close();
+    expect(batches).toBeGreaterThan(3);
+    expect(liveAppends).toBeGreaterThan(0);
+    expect(liveAppends).toBeLessThan(batches);
+    expect(await verifyAuditFile(log.path)).toMatchObject({ ok: true, events: 1000 });
   });
 
   it('resolves each append only after the durable write of its batch, and batches appends that arrive during one', async () => {

@@ -3,7 +3,7 @@ import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AuditLog } from '../../src/audit/log.js';
+import { AuditLog, type AuditFs } from '../../src/audit/log.js';
 import { verifyAuditFile } from '../../src/audit/verify.js';
 import { diskModel } from './helpers/disk-model.js';
 import { faultyFs } from './helpers/faulty-fs.js';
@@ -104,12 +104,28 @@ describe('power loss', () => {
   });
 
   it('a refused batch whose cut-back failed is not made durable by close(), and is dropped (on record) at the next open', async () => {
-    const { fs, faults } = faultyFs();
-    const log = await AuditLog.open({ dir, fs });
+    // Only a batch larger than the whole WAL is written to audit.jsonl before it is durable: the
+    // live file is synced (passes), the batch appended to it, and synced again (fails).
+    const { fs: faulty, faults } = faultyFs();
+    let liveFd = -1;
+    let liveSyncs = 0;
+    const fs: AuditFs = {
+      ...faulty,
+      open: async (path, flags, mode) => {
+        const fd = await faulty.open(path, flags, mode);
+        if (path.endsWith('audit.jsonl')) liveFd = fd;
+        return fd;
+      },
+      fdatasync: async (fd) => {
+        if (fd === liveFd && faults.truncate && ++liveSyncs > 1) throw Object.assign(new Error('EIO: live fdatasync'), { code: 'EIO' });
+        return faulty.fdatasync(fd);
+      },
+    };
+    const log = await AuditLog.open({ dir, fs, walBytes: 1024 });
     await log.append({ type: 'ok' });
-    faults.wal = 'outright';
+    await new Promise((r) => setTimeout(r, 50)); // the checkpoint after it has synced
     faults.truncate = true;
-    await expect(log.append({ type: 'REFUSED' })).rejects.toThrow(/EIO/);
+    await expect(log.append({ type: 'REFUSED', pad: 'r'.repeat(2000) })).rejects.toThrow(/EIO/);
     await log.close();
 
     const reopened = await AuditLog.open({ dir });

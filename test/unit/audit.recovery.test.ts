@@ -109,11 +109,18 @@ interface Faults {
 
 function faultyFs(): { fs: AuditFs; faults: Faults } {
   const faults: Faults = { write: null, partial: 'none', truncate: null, truncateCalls: 0 };
+  const walFds = new Set<number>();
   const fs: AuditFs = {
     ...nodeAuditFs,
-    // position null = the audit file (append); head writes use position 0 and are left alone.
+    open: async (path, flags, mode) => {
+      const fd = await nodeAuditFs.open(path, flags, mode);
+      if (path.endsWith('audit.wal')) walFds.add(fd);
+      return fd;
+    },
+    // A failing disk: appends to the audit file (position null) and every write to audit.wal fail;
+    // audit.head's writes are left alone.
     write: async (fd, buf, off, len, pos) => {
-      if (pos === null && faults.write) {
+      if ((pos === null || walFds.has(fd)) && faults.write) {
         if (faults.partial !== 'none') await nodeAuditFs.write(fd, buf, off, faults.partial === 'all' ? len : Math.max(1, Math.floor(len / 2)), pos);
         throw faults.write;
       }
@@ -172,7 +179,8 @@ describe('write and sync failures', () => {
     faults.partial = 'half';
     faults.truncate = eio('ftruncate');
     await expect(log.append({ type: 'lost' })).rejects.toThrow(/EIO: write/);
-    expect((await readFile(log.path)).length).toBeGreaterThan(durable.length); // the partial bytes are still there
+    // The WAL write comes first and failed: audit.jsonl never saw the batch; the cut-back is still owed.
+    expect(await readFile(log.path)).toEqual(durable);
 
     faults.write = null; // disk writable again but truncate still failing: must not append after garbage
     await expect(log.append({ type: 'still-lost' })).rejects.toThrow(/EIO: ftruncate/);

@@ -178,7 +178,6 @@ describe('audit.wal: failures', () => {
     ['a WAL write that fails outright', (f: Faults) => void (f.wal = 'outright'), /EIO/],
     ['a WAL write that fails half-written', (f: Faults) => void (f.wal = 'half'), /EIO/],
     ['a WAL write that fails after all its bytes', (f: Faults) => void (f.wal = 'all'), /EIO/],
-    ['a live append that fails while the WAL would take it', (f: Faults) => void (f.liveAppend = true), /ENOSPC/],
   ] as const)('%s refuses the batch; its lines are in neither file, not even after a crash', async (_name, inject, error) => {
     const { fs, faults } = faultyFs();
     const log = await AuditLog.open({ dir, fs });
@@ -194,6 +193,33 @@ describe('audit.wal: failures', () => {
     await reopened.close();
     expect((await events(log.path)).map((e) => e.type)).toEqual(['before', 'after']);
     expect(await verifyAuditFile(log.path)).toMatchObject({ ok: true, events: 2 });
+  });
+
+  it('a live append that fails after the WAL took the batch: the batch stands, and audit.jsonl gets its lines back from the WAL', async () => {
+    const { fs, faults } = faultyFs();
+    const log = await AuditLog.open({ dir, fs });
+    await log.append({ type: 'before' });
+    faults.liveAppend = true;
+    await log.append({ type: 'durable' }); // acknowledged: its line is durable in the WAL
+    expect(log.healthy).toBe(false);
+    expect((await events(log.path)).map((e) => e.type)).toEqual(['before']);
+    // While audit.jsonl cannot take the repair, later batches are refused (fail closed)...
+    await expect(log.append({ type: 'refused' })).rejects.toThrow(/ENOSPC/);
+    // ...and a crash now loses nothing acknowledged: open() restores the line from the WAL.
+    const reopened = await AuditLog.open({ dir });
+    expect(reopened.restoredLines).toBeGreaterThanOrEqual(1); // the failed repair may have cut more than it could rewrite
+    await reopened.close();
+    expect((await events(log.path)).map((e) => e.type)).toEqual(['before', 'durable']);
+
+    // Without the crash: once the disk takes writes again the next batch repairs the file first.
+    faults.liveAppend = false;
+    await log.append({ type: 'after' });
+    expect(log.healthy).toBe(true);
+    await log.close();
+    const final = await AuditLog.open({ dir });
+    await final.close();
+    expect((await events(log.path)).map((e) => e.type)).toEqual(['before', 'durable', 'after']);
+    expect(await verifyAuditFile(log.path)).toMatchObject({ ok: true, events: 3 });
   });
 
   it('a failed sync of the live file: the next batch first rewrites its unsynced part from the WAL; nothing is lost', async () => {
