@@ -62,11 +62,13 @@ const HEAD_INTERVAL_MS = 100;
 /**
  * Under load, acknowledged batches reach audit.jsonl in appends of up to this many bytes instead
  * of one append per batch: a batch's only write on its way to being acknowledged is then the WAL's,
- * and the live file's append (a thread-pool round trip) is paid once per ~10 batches (measured in
- * bench/RESULTS.md, eighth round). When nothing else is queued the batch's lines are appended before
- * it is acknowledged, so an idle gateway's file is always complete when a response goes out.
+ * and the live file's append (a thread-pool round trip) is paid once per several batches (measured
+ * in bench/RESULTS.md, eighth round). The lines left go to audit.jsonl as soon as the load pauses
+ * (an event-loop turn with nothing queued).
  */
 const LIVE_CHUNK_BYTES = 64 * 1024;
+/** A batch this small is appended to audit.jsonl before it is acknowledged: one request at a time sees its line there when answered. */
+const LIVE_DEFER_MIN_EVENTS = 4;
 const PROBE: Buffer = Buffer.from('\n');
 const APPEND_FLAGS = fsConstants.O_WRONLY | fsConstants.O_APPEND | fsConstants.O_CREAT;
 
@@ -120,10 +122,10 @@ interface State {
  * is being made durable are made durable together in the next batch.
  *
  * A batch is written durably to audit.wal (wal.ts); its appends resolve once that write returns.
- * Its lines are then appended to audit.jsonl (a plain write, into the page cache): at once when
- * nothing else is queued, else with the next batches, up to LIVE_CHUNK_BYTES at a time. So
- * audit.jsonl only ever holds acknowledged lines, and under load lags the WAL by at most that
- * much. A checkpoint makes audit.jsonl itself durable every HEAD_INTERVAL_MS, off the batch path,
+ * Its lines are then appended to audit.jsonl (a plain write, into the page cache): a small batch's
+ * before it is acknowledged, a larger one's with the next batches, LIVE_CHUNK_BYTES at a time, when
+ * a checkpoint is due, or when the load pauses. So audit.jsonl only ever holds acknowledged lines,
+ * and under load lags the WAL by at most about that much. A checkpoint makes audit.jsonl itself durable every HEAD_INTERVAL_MS, off the batch path,
  * and before the WAL starts a new lap, a rotation and close. open() restores from the WAL whatever
  * audit.jsonl lost or had not been given yet.
  */
@@ -376,8 +378,17 @@ export class AuditLog {
    */
   async #run(): Promise<void> {
     try {
-      for (let first = true; this.#queue.length > 0 || this.#probes.length > 0; first = false) {
-        if (!first) await nextCheckPhase();
+      for (let first = true; ; first = false) {
+        if (this.#queue.length === 0 && this.#probes.length === 0) {
+          if (this.#unwrittenBytes === 0) break;
+          // The load may have paused: one event-loop turn for the requests just answered to come
+          // back with more; if none did, the lines not yet in audit.jsonl go there now.
+          await nextCheckPhase();
+          if (this.#queue.length === 0 && this.#probes.length === 0) {
+            await this.#writeUnwritten();
+            continue;
+          }
+        } else if (!first) await nextCheckPhase();
         const batch = this.#queue;
         this.#queue = this.#inflight;
         this.#inflight = batch;
@@ -389,6 +400,7 @@ export class AuditLog {
           this.#fail(batch, err); // #commit handles I/O errors itself; this is a last line of defence
         }
         batch.clear();
+        if (this.#unwrittenBytes >= LIVE_CHUNK_BYTES) await this.#writeUnwritten();
         if (this.#size >= this.#maxBytes || this.#liveMissing) await this.#rotate();
         for (const resolve of probes) resolve(this.#healthy);
       }
@@ -459,7 +471,9 @@ export class AuditLog {
     } else {
       this.#unwritten.push(buf);
       this.#unwrittenBytes += buf.length;
-      if (this.#queue.length === 0 || this.#unwrittenBytes >= LIVE_CHUNK_BYTES) await this.#writeUnwritten();
+      // A small batch, or one that a checkpoint is due after: audit.jsonl gets everything now, so
+      // each checkpoint still covers all that was acknowledged before it.
+      if (n < LIVE_DEFER_MIN_EVENTS || performance.now() - this.#headWrittenAt >= HEAD_INTERVAL_MS) await this.#writeUnwritten();
     }
     for (let i = 0; i < n; i++) batch.resolves[i]!();
     this.#scheduleCheckpoint();
@@ -496,7 +510,13 @@ export class AuditLog {
    * the next batch (#restoreIfPending), and whatever needs the live file whole checks #restorePending.
    */
   async #writeUnwritten(): Promise<void> {
-    if (this.#unwrittenBytes === 0 || this.#restorePending) return;
+    if (this.#unwrittenBytes === 0) return;
+    if (this.#restorePending) {
+      // The repair rewrites everything past the lap's base from the WAL, these lines included.
+      this.#unwritten = [];
+      this.#unwrittenBytes = 0;
+      return;
+    }
     const buf = this.#unwritten.length === 1 ? this.#unwritten[0]! : Buffer.concat(this.#unwritten, this.#unwrittenBytes);
     this.#unwritten = [];
     this.#unwrittenBytes = 0;
@@ -688,12 +708,11 @@ export class AuditLog {
 
   async #checkpoint(): Promise<void> {
     this.#headBusy = true;
+    // A cut or restore in progress owns the live file; the next checkpoint will catch up. Only what
+    // was appended so far is synced (a batch that finds a checkpoint due appends everything first).
     this.#headWrittenAt = performance.now();
-    // A cut or restore in progress owns the live file; the next checkpoint will catch up.
-    // What was appended so far; lines still unwritten are synced by a later checkpoint.
-    if (!this.#truncatePending && !this.#restorePending && !this.#rotating && this.#syncedSeq < this.#writtenSeq) {
-      await this.#syncLive(this.#writtenSeq, this.#writtenHash, this.#writtenSize).catch(() => undefined);
-    }
+    const sync = !this.#truncatePending && !this.#restorePending && !this.#rotating && this.#syncedSeq < this.#writtenSeq;
+    if (sync) await this.#syncLive(this.#writtenSeq, this.#writtenHash, this.#writtenSize).catch(() => undefined);
     if (!this.#restorePending && this.#headWrittenSeq !== this.#syncedSeq) await this.#writeHead();
     this.#headBusy = false;
     if (this.#syncedSeq !== this.#seq && !this.#closed) this.#scheduleCheckpoint();
