@@ -125,9 +125,10 @@ interface State {
  * Its lines are then appended to audit.jsonl (a plain write, into the page cache): a small batch's
  * before it is acknowledged, a larger one's with the next batches, LIVE_CHUNK_BYTES at a time, when
  * a checkpoint is due, or when the load pauses. So audit.jsonl only ever holds acknowledged lines,
- * and under load lags the WAL by at most about that much. A checkpoint makes audit.jsonl itself durable every HEAD_INTERVAL_MS, off the batch path,
- * and before the WAL starts a new lap, a rotation and close. open() restores from the WAL whatever
- * audit.jsonl lost or had not been given yet.
+ * and under load lags the WAL by at most about that much. A checkpoint makes audit.jsonl itself
+ * durable every HEAD_INTERVAL_MS, off the batch path, and before the WAL starts a new lap, a
+ * rotation and close. open() restores from the WAL whatever audit.jsonl lost or had not been given
+ * yet.
  */
 export class AuditLog {
   readonly path: string;
