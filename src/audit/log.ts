@@ -451,6 +451,9 @@ export class AuditLog {
       // Whatever reached either file is neither durable nor acknowledged: cut both back to the last acknowledged line.
       this.#truncatePending = true;
       this.#walCutPending = true;
+      // A lap start still owed (a batch larger than the WAL whose own lap start failed) would name
+      // a base past the cut; the lap starts where the acknowledged lines end instead.
+      if (this.#lapStartPending !== null) this.#lapStartPending = { liveOffset: this.#size, seq: this.#seq, hash: this.#prev };
       await this.#truncateIfPending().catch(() => undefined);
       await this.#cutWalIfPending().catch(() => undefined);
       this.#fail(batch, err);
@@ -669,6 +672,13 @@ export class AuditLog {
     await this.#writeUnwritten();
     if (this.#restorePending) throw new Error('audit file to be restored from the WAL before it is cut');
     this.#liveEpoch++;
+    if (this.#syncedSeq > this.#seq) {
+      // Refused lines had been synced (a batch larger than the WAL): what is durable after the cut
+      // ends at the last acknowledged line, and audit.head must not point past it.
+      this.#syncedSeq = this.#seq;
+      this.#syncedHash = this.#prev;
+      this.#syncedSize = this.#size;
+    }
     await this.#fs.ftruncate(this.#fd, this.#size);
     this.#liveEpoch++;
     await this.#syncLive(this.#seq, this.#prev, this.#size);

@@ -1,8 +1,9 @@
 import { openSync, closeSync, writeSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { nodeAuditFs } from '../../src/audit/fs.js';
 import { AuditLog, type AuditFs } from '../../src/audit/log.js';
 import { verifyAuditFile } from '../../src/audit/verify.js';
 import { diskModel } from './helpers/disk-model.js';
@@ -135,5 +136,48 @@ describe('power loss', () => {
     const repaired = (await readFile(join(dir, 'audit.jsonl'), 'utf8')).split('\n')[1]!;
     expect(JSON.parse(repaired)).toMatchObject({ type: 'audit.repaired', dropped: expect.stringContaining('"type":"REFUSED"') });
     expect(await verifyAuditFile(dir)).toMatchObject({ ok: true, events: 3 });
+  });
+});
+
+describe('power loss after a refused batch larger than the WAL', () => {
+  it('a lap start it could not make is redone at the last acknowledged line, so later batches survive the crash', async () => {
+    const names = new Map<number, string>();
+    let image = Buffer.alloc(0); // what the last good fdatasync of audit.jsonl made durable
+    let armed = false;
+    let failHeader = false;
+    const fs: AuditFs = {
+      ...nodeAuditFs,
+      open: async (path, flags, mode) => {
+        const fd = await nodeAuditFs.open(path, flags, mode);
+        names.set(fd, path.split('/').at(-1)!);
+        return fd;
+      },
+      write: async (fd, buf, off, len, pos) => {
+        const name = names.get(fd);
+        if (name === 'audit.jsonl' && pos === null && len > 3000 && armed) [armed, failHeader] = [false, true];
+        if (name === 'audit.wal' && pos === 0 && failHeader) {
+          failHeader = false; // the big batch's own lap start fails, once
+          throw Object.assign(new Error('ENOSPC: lap header'), { code: 'ENOSPC' });
+        }
+        return nodeAuditFs.write(fd, buf, off, len, pos);
+      },
+      fdatasync: async (fd) => {
+        await nodeAuditFs.fdatasync(fd);
+        if (names.get(fd) === 'audit.jsonl') image = await readFile(join(dir, 'audit.jsonl'));
+      },
+    };
+    const log = await AuditLog.open({ dir, fs, walBytes: 4096 });
+    await log.append({ type: 'a1' });
+    await new Promise((r) => setTimeout(r, 150)); // its checkpoint has run
+    armed = true;
+    const big = Array.from({ length: 10 }, (_, i) => log.append({ type: `BIG${i}`, pad: 'x'.repeat(400) }));
+    for (const p of big) await expect(p).rejects.toThrow(/ENOSPC/);
+    for (const type of ['b1', 'b2', 'b3']) await log.append({ type });
+    // Power loss now: audit.jsonl is what its last sync made durable; b1–b3 must come from the WAL.
+    await writeFile(join(dir, 'audit.jsonl'), image);
+    const reopened = await AuditLog.open({ dir });
+    await reopened.close();
+    expect(await chainTypes()).toEqual(['a1', 'b1', 'b2', 'b3']);
+    expect(await verifyAuditFile(dir)).toMatchObject({ ok: true, events: 4 });
   });
 });
