@@ -78,8 +78,10 @@ export class Wal {
   async startLap(base: LapBase): Promise<void> {
     const block = Buffer.alloc(LAP_DATA);
     block.write(JSON.stringify({ lap: 1, liveOffset: base.liveOffset, seq: base.seq, hash: base.hash }) + '\n', 0, 'latin1');
-    this.#offset = LAP_DATA;
+    // The offset moves only once the header is written: after a failed header write the old lap is
+    // what a restart reads, and a cut must end it where it ends, not wipe its lines at LAP_DATA.
     await this.#writeAt(block, 0);
+    this.#offset = LAP_DATA;
     // A NUL where the first line would go: the previous lap's lines there do not chain on this base anyway.
     await this.#writeAt(NUL, LAP_DATA);
   }

@@ -181,3 +181,44 @@ describe('power loss after a refused batch larger than the WAL', () => {
     expect(await verifyAuditFile(dir)).toMatchObject({ ok: true, events: 4 });
   });
 });
+
+describe('power loss after a lap start that failed', () => {
+  it('the WAL cut after it ends the old lap where it ends instead of wiping it, so open() keeps every acknowledged line', async () => {
+    const names = new Map<number, string>();
+    let image = Buffer.alloc(0); // what the last good fdatasync of audit.jsonl made durable
+    let armed = false;
+    const fs: AuditFs = {
+      ...nodeAuditFs,
+      open: async (path, flags, mode) => {
+        const fd = await nodeAuditFs.open(path, flags, mode);
+        names.set(fd, path.split('/').at(-1)!);
+        return fd;
+      },
+      write: async (fd, buf, off, len, pos) => {
+        if (armed && names.get(fd) === 'audit.wal' && pos === 0) {
+          armed = false; // the next lap's header write fails, once
+          throw Object.assign(new Error('EIO: lap header'), { code: 'EIO' });
+        }
+        return nodeAuditFs.write(fd, buf, off, len, pos);
+      },
+      fdatasync: async (fd) => {
+        await nodeAuditFs.fdatasync(fd);
+        if (names.get(fd) === 'audit.jsonl') image = await readFile(join(dir, 'audit.jsonl'));
+      },
+    };
+    const log = await AuditLog.open({ dir, fs, walBytes: 4096 });
+    armed = true;
+    const acked: string[] = [];
+    let refused = 0;
+    for (let i = 0; i < 60 && refused === 0; i++) {
+      await log.append({ type: `e${i}`, pad: 'p'.repeat(100) }).then(() => acked.push(`e${i}`), () => refused++);
+    }
+    expect(refused).toBe(1); // the batch that found the lap full
+    expect(acked.length).toBeGreaterThan(3);
+    await writeFile(join(dir, 'audit.jsonl'), image); // power loss now
+    const reopened = await AuditLog.open({ dir });
+    await reopened.close();
+    expect(await chainTypes()).toEqual(acked);
+    expect(await verifyAuditFile(dir)).toMatchObject({ ok: true, events: acked.length });
+  });
+});
