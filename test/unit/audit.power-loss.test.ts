@@ -139,33 +139,44 @@ describe('power loss', () => {
   });
 });
 
+
+/**
+ * node:fs that remembers what the last good fdatasync of audit.jsonl made durable (a power loss
+ * keeps only that), and lets a test fail chosen writes: `fail` returns an error to throw, or null.
+ */
+function durableImageFs(fail: (file: string, len: number, pos: number | null) => Error | null): { fs: AuditFs; image(): Buffer } {
+  const names = new Map<number, string>();
+  let image = Buffer.alloc(0);
+  const fs: AuditFs = {
+    ...nodeAuditFs,
+    open: async (path, flags, mode) => {
+      const fd = await nodeAuditFs.open(path, flags, mode);
+      names.set(fd, path.split('/').at(-1)!);
+      return fd;
+    },
+    write: async (fd, buf, off, len, pos) => {
+      const err = fail(names.get(fd) ?? '', len, pos);
+      if (err !== null) throw err;
+      return nodeAuditFs.write(fd, buf, off, len, pos);
+    },
+    fdatasync: async (fd) => {
+      await nodeAuditFs.fdatasync(fd);
+      if (names.get(fd) === 'audit.jsonl') image = await readFile(join(dir, 'audit.jsonl'));
+    },
+  };
+  return { fs, image: () => image };
+}
+
 describe('power loss after a refused batch larger than the WAL', () => {
   it('a lap start it could not make is redone at the last acknowledged line, so later batches survive the crash', async () => {
-    const names = new Map<number, string>();
-    let image = Buffer.alloc(0); // what the last good fdatasync of audit.jsonl made durable
     let armed = false;
     let failHeader = false;
-    const fs: AuditFs = {
-      ...nodeAuditFs,
-      open: async (path, flags, mode) => {
-        const fd = await nodeAuditFs.open(path, flags, mode);
-        names.set(fd, path.split('/').at(-1)!);
-        return fd;
-      },
-      write: async (fd, buf, off, len, pos) => {
-        const name = names.get(fd);
-        if (name === 'audit.jsonl' && pos === null && len > 3000 && armed) [armed, failHeader] = [false, true];
-        if (name === 'audit.wal' && pos === 0 && failHeader) {
-          failHeader = false; // the big batch's own lap start fails, once
-          throw Object.assign(new Error('ENOSPC: lap header'), { code: 'ENOSPC' });
-        }
-        return nodeAuditFs.write(fd, buf, off, len, pos);
-      },
-      fdatasync: async (fd) => {
-        await nodeAuditFs.fdatasync(fd);
-        if (names.get(fd) === 'audit.jsonl') image = await readFile(join(dir, 'audit.jsonl'));
-      },
-    };
+    const { fs, image } = durableImageFs((file, len, pos) => {
+      if (file === 'audit.jsonl' && pos === null && len > 3000 && armed) [armed, failHeader] = [false, true];
+      if (file !== 'audit.wal' || pos !== 0 || !failHeader) return null;
+      failHeader = false; // the big batch's own lap start fails, once
+      return Object.assign(new Error('ENOSPC: lap header'), { code: 'ENOSPC' });
+    });
     const log = await AuditLog.open({ dir, fs, walBytes: 4096 });
     await log.append({ type: 'a1' });
     await new Promise((r) => setTimeout(r, 150)); // its checkpoint has run
@@ -174,7 +185,7 @@ describe('power loss after a refused batch larger than the WAL', () => {
     for (const p of big) await expect(p).rejects.toThrow(/ENOSPC/);
     for (const type of ['b1', 'b2', 'b3']) await log.append({ type });
     // Power loss now: audit.jsonl is what its last sync made durable; b1–b3 must come from the WAL.
-    await writeFile(join(dir, 'audit.jsonl'), image);
+    await writeFile(join(dir, 'audit.jsonl'), image());
     const reopened = await AuditLog.open({ dir });
     await reopened.close();
     expect(await chainTypes()).toEqual(['a1', 'b1', 'b2', 'b3']);
@@ -184,28 +195,12 @@ describe('power loss after a refused batch larger than the WAL', () => {
 
 describe('power loss after a lap start that failed', () => {
   it('the WAL cut after it ends the old lap where it ends instead of wiping it, so open() keeps every acknowledged line', async () => {
-    const names = new Map<number, string>();
-    let image = Buffer.alloc(0); // what the last good fdatasync of audit.jsonl made durable
     let armed = false;
-    const fs: AuditFs = {
-      ...nodeAuditFs,
-      open: async (path, flags, mode) => {
-        const fd = await nodeAuditFs.open(path, flags, mode);
-        names.set(fd, path.split('/').at(-1)!);
-        return fd;
-      },
-      write: async (fd, buf, off, len, pos) => {
-        if (armed && names.get(fd) === 'audit.wal' && pos === 0) {
-          armed = false; // the next lap's header write fails, once
-          throw Object.assign(new Error('EIO: lap header'), { code: 'EIO' });
-        }
-        return nodeAuditFs.write(fd, buf, off, len, pos);
-      },
-      fdatasync: async (fd) => {
-        await nodeAuditFs.fdatasync(fd);
-        if (names.get(fd) === 'audit.jsonl') image = await readFile(join(dir, 'audit.jsonl'));
-      },
-    };
+    const { fs, image } = durableImageFs((file, _len, pos) => {
+      if (!armed || file !== 'audit.wal' || pos !== 0) return null;
+      armed = false; // the next lap's header write fails, once
+      return Object.assign(new Error('EIO: lap header'), { code: 'EIO' });
+    });
     const log = await AuditLog.open({ dir, fs, walBytes: 4096 });
     armed = true;
     const acked: string[] = [];
@@ -215,7 +210,7 @@ describe('power loss after a lap start that failed', () => {
     }
     expect(refused).toBe(1); // the batch that found the lap full
     expect(acked.length).toBeGreaterThan(3);
-    await writeFile(join(dir, 'audit.jsonl'), image); // power loss now
+    await writeFile(join(dir, 'audit.jsonl'), image()); // power loss now
     const reopened = await AuditLog.open({ dir });
     await reopened.close();
     expect(await chainTypes()).toEqual(acked);
