@@ -445,7 +445,14 @@ export class AuditLog {
         await writeAll(this.#fs, this.#fd, buf);
         await this.#syncLive(seq, prev, this.#size + buf.length);
         // The old lap on disk must not outlive this batch: its base would put the batch beyond it.
-        await this.#startLap({ liveOffset: this.#size + buf.length, seq, hash: prev });
+        const after: LapBase = { liveOffset: this.#size + buf.length, seq, hash: prev };
+        await this.#startLap(after).catch((err: unknown) => {
+          // Once the header naming the batch's end is durable, a restart keeps the batch: it is
+          // recorded. Only the NUL after the header failed; it is owed as a WAL cut at LAP_DATA.
+          if (this.#wal.lapBase !== after) throw err;
+          this.#lapStartPending = null;
+          this.#walCutPending = true;
+        });
       }
     } catch (err) {
       // Whatever reached either file is neither durable nor acknowledged: cut both back to the last acknowledged line.
@@ -454,6 +461,13 @@ export class AuditLog {
       // A lap start still owed (a batch larger than the WAL whose own lap start failed) would name
       // a base past the cut; the lap starts where the acknowledged lines end instead.
       if (this.#lapStartPending !== null) this.#lapStartPending = { liveOffset: this.#size, seq: this.#seq, hash: this.#prev };
+      if (this.#syncedSeq > this.#seq) {
+        // The refused lines had been synced (a batch larger than the WAL): once cut, what is durable
+        // ends at the last acknowledged line, and audit.head must never point past it.
+        this.#syncedSeq = this.#seq;
+        this.#syncedHash = this.#prev;
+        this.#syncedSize = this.#size;
+      }
       await this.#truncateIfPending().catch(() => undefined);
       await this.#cutWalIfPending().catch(() => undefined);
       this.#fail(batch, err);
@@ -464,7 +478,9 @@ export class AuditLog {
     this.#seq = seq;
     this.#prev = prev;
     this.#size += buf.length;
-    this.#healthy = true;
+    // A checkpoint's sync may have failed while this batch was being written: then the live file
+    // is still to be rewritten from the WAL, and the log is not healthy until that is done.
+    this.#healthy = !this.#restorePending;
     this.#events += n;
     this.#batches++;
     if (n > this.#maxBatch) this.#maxBatch = n;
@@ -672,13 +688,6 @@ export class AuditLog {
     await this.#writeUnwritten();
     if (this.#restorePending) throw new Error('audit file to be restored from the WAL before it is cut');
     this.#liveEpoch++;
-    if (this.#syncedSeq > this.#seq) {
-      // Refused lines had been synced (a batch larger than the WAL): what is durable after the cut
-      // ends at the last acknowledged line, and audit.head must not point past it.
-      this.#syncedSeq = this.#seq;
-      this.#syncedHash = this.#prev;
-      this.#syncedSize = this.#size;
-    }
     await this.#fs.ftruncate(this.#fd, this.#size);
     this.#liveEpoch++;
     await this.#syncLive(this.#seq, this.#prev, this.#size);

@@ -45,6 +45,7 @@ export class Wal {
   readonly #size: number;
   readonly #syncMode: WalSyncMode;
   #offset = LAP_DATA;
+  #lapBase: LapBase | null = null;
 
   private constructor(fs: AuditFs, fd: number, size: number, syncMode: WalSyncMode) {
     this.#fs = fs;
@@ -65,6 +66,11 @@ export class Wal {
     return new Wal(fs, fd, size, syncMode);
   }
 
+  /** The base of the last lap whose header was written durably (its NUL may still be owed: see cut()). */
+  get lapBase(): LapBase | null {
+    return this.#lapBase;
+  }
+
   /** Whether `bytes` more fit in this lap; a batch that never fits in a lap is larger than this. */
   fits(bytes: number): boolean {
     return this.#offset + bytes <= this.#size;
@@ -82,6 +88,7 @@ export class Wal {
     // what a restart reads, and a cut must end it where it ends, not wipe its lines at LAP_DATA.
     await this.#writeAt(block, 0);
     this.#offset = LAP_DATA;
+    this.#lapBase = base;
     // A NUL where the first line would go: the previous lap's lines there do not chain on this base anyway.
     await this.#writeAt(NUL, LAP_DATA);
   }

@@ -217,3 +217,66 @@ describe('power loss after a lap start that failed', () => {
     expect(await verifyAuditFile(dir)).toMatchObject({ ok: true, events: acked.length });
   });
 });
+
+describe('a batch larger than the WAL whose lap start wrote its header but not the NUL after it', () => {
+  // The batch is durable in audit.jsonl and the header naming its end is durable in the WAL: it is
+  // recorded, whatever the failed NUL says (the NUL is owed as a WAL cut before the next batch).
+  async function bigBatchThenFailedNul(alsoFailNextLiveSync: boolean): Promise<{ log: AuditLog; image(): Buffer; big: string[] }> {
+    let armed = false;
+    let nulFailed = false;
+    let failSync = false;
+    let failNul = false;
+    const { fs: base, image } = durableImageFs((file, len, pos) => {
+      if (file === 'audit.jsonl' && pos === null && len > 3000 && armed) [armed, failNul] = [false, true];
+      if (!failNul || file !== 'audit.wal' || pos !== 512 || len !== 1) return null;
+      failNul = false; // the NUL of the lap start after the big batch fails, once
+      nulFailed = true;
+      failSync = alsoFailNextLiveSync;
+      return Object.assign(new Error('EIO: lap NUL'), { code: 'EIO' });
+    });
+    const fs: AuditFs = {
+      ...base,
+      fdatasync: async (fd) => {
+        if (failSync && nulFailed) {
+          failSync = false; // the next sync of either file fails, once
+          throw Object.assign(new Error('EIO: fdatasync'), { code: 'EIO' });
+        }
+        return base.fdatasync(fd);
+      },
+    };
+    const log = await AuditLog.open({ dir, fs, walBytes: 4096, syncMode: 'o_dsync' });
+    await log.append({ type: 'a1' });
+    await sleep(150);
+    armed = true;
+    const big = Array.from({ length: 10 }, (_, i) => `BIG${i}`);
+    await Promise.all(big.map((type) => log.append({ type, pad: 'x'.repeat(400) })));
+    expect(nulFailed).toBe(true);
+    return { log, image, big };
+  }
+
+  it('is acknowledged, later batches go on, and all of it survives a power cut', async () => {
+    const { log, image, big } = await bigBatchThenFailedNul(false);
+    for (const type of ['b1', 'b2']) await log.append({ type });
+    await writeFile(join(dir, 'audit.jsonl'), image()); // power loss now
+    const reopened = await AuditLog.open({ dir });
+    await reopened.close();
+    expect(await chainTypes()).toEqual(['a1', ...big, 'b1', 'b2']);
+    expect(await verifyAuditFile(dir)).toMatchObject({ ok: true, events: 13 });
+  });
+
+  it('a failed sync after it is repaired from the WAL instead of refusing every later batch', async () => {
+    const { log, image, big } = await bigBatchThenFailedNul(true);
+    await sleep(150); // a checkpoint's sync fails
+    const later: boolean[] = [];
+    for (const type of ['b1', 'b2', 'b3']) later.push(await log.append({ type }).then(() => true, () => false));
+    expect(later.slice(1)).toEqual([true, true]);
+    await sleep(150);
+    await writeFile(join(dir, 'audit.jsonl'), image()); // power loss now
+    const reopened = await AuditLog.open({ dir });
+    await reopened.close();
+    const types = await chainTypes();
+    expect(types.slice(0, 11)).toEqual(['a1', ...big]);
+    expect(types).toEqual(expect.arrayContaining(['b2', 'b3']));
+    expect(await verifyAuditFile(dir)).toMatchObject({ ok: true });
+  });
+});

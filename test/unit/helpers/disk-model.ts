@@ -50,11 +50,13 @@ export function diskModel(): { fs: AuditFs; ctl: DiskControl; powerLoss(dir: str
     },
     write: async (fd, buf, off, len, pos) => {
       const name = names.get(fd);
-      if (name?.endsWith('.jsonl')) {
-        const at = pos ?? nodeFs.fstatSync(fd).size;
-        touch(name, at, at + len);
-      }
-      return nodeAuditFs.write(fd, buf, off, len, pos);
+      if (!name?.endsWith('.jsonl')) return nodeAuditFs.write(fd, buf, off, len, pos);
+      const at = pos ?? nodeFs.fstatSync(fd).size;
+      touch(name, at, at + len);
+      const written = await nodeAuditFs.write(fd, buf, off, len, pos);
+      // Again once the bytes are in: a sync that read the file before they landed cleared the pages.
+      touch(name, at, at + len);
+      return written;
     },
     ftruncate: async (fd, length) => {
       const name = names.get(fd);
@@ -73,6 +75,7 @@ export function diskModel(): { fs: AuditFs; ctl: DiskControl; powerLoss(dir: str
         throw Object.assign(new Error('EIO: injected live fdatasync'), { code: 'EIO' });
       }
       await nodeAuditFs.fdatasync(fd);
+      // Linux-like: what the sync found written is on the disk (possibly more than it was asked for).
       const now = nodeFs.readFileSync(paths.get(fd)!);
       const image = Buffer.alloc(now.length);
       d.image.copy(image, 0, 0, Math.min(d.image.length, now.length));
