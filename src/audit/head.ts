@@ -37,7 +37,7 @@ export function parseHead(text: string): HeadRecord | null {
   return { seq, hash };
 }
 
-/** 'absent' when there is no head file, 'unreadable' when it exists but does not parse. */
+/** 'absent' when there is no head file (or an empty one), 'unreadable' when it holds something that does not parse. */
 export async function readHead(path: string): Promise<HeadRecord | 'absent' | 'unreadable'> {
   let text: string;
   try {
@@ -46,5 +46,7 @@ export async function readHead(path: string): Promise<HeadRecord | 'absent' | 'u
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
     throw err;
   }
+  // Created but never written (open() creates it; a crash can come before the first write): no anchor yet.
+  if (text.length === 0) return 'absent';
   return parseHead(text) ?? 'unreadable';
 }

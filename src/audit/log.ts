@@ -147,6 +147,8 @@ export class AuditLog {
   /** A rotation renamed the live file but could not create a new one: writes go on into the segment. */
   #liveMissing = false;
   #rotating = false;
+  /** A rotation's rename or new live file is not durable in the directory yet: no lap may start on the new file before it is. */
+  #dirSyncPending = false;
   /** The chain position ahead of the live file's first line (the last segment's end, or seq 0). */
   #liveBase: { seq: number; hash: string };
 
@@ -568,6 +570,10 @@ export class AuditLog {
   /** Starts a new WAL lap at `base` (default: where the chain and the live file are now), durably; retried by #prepare if it fails. */
   async #startLap(base: LapBase = { liveOffset: this.#size, seq: this.#seq, hash: this.#prev }): Promise<void> {
     this.#lapStartPending = base;
+    if (this.#dirSyncPending) {
+      await (this.#fs.syncDir ?? nodeAuditFs.syncDir!)(this.#dir);
+      this.#dirSyncPending = false;
+    }
     await this.#wal.startLap(base);
     this.#lapStartPending = null;
   }
@@ -619,9 +625,17 @@ export class AuditLog {
     const lap = wal === null ? null : readLap(wal);
     const plan = lap === null ? null : await planReplay(this.path, lap, this.#liveBase);
     const covered = plan !== null && plan.seq === this.#seq && plan.size === this.#size;
-    // Without a lap that ends at the last acknowledged line, only a file with nothing unsynced is whole.
-    if (!covered && !((lap === null || lap.seq < this.#seq) && this.#syncedSeq === this.#seq)) {
+    // Without a lap that ends at the last acknowledged line in this file (none, or one based in the
+    // segment a rotation just closed), only a file that a good sync covered up to that line is whole:
+    // a failed sync only loses what was written after the last good one.
+    if (!covered && !(this.#syncedSeq === this.#seq && this.#syncedSize === this.#size)) {
       throw new Error(`audit WAL does not hold what ${this.path} may have lost; restart pamgate to recover it`);
+    }
+    if (covered && plan.cutAt < this.#syncedSize) {
+      // The cut goes below what was durable: until the sync below succeeds, only the lap's base is.
+      this.#syncedSeq = lap!.base.seq;
+      this.#syncedHash = lap!.base.hash;
+      this.#syncedSize = lap!.base.liveOffset;
     }
     await this.#fs.ftruncate(this.#fd, covered ? plan.cutAt : this.#size);
     if (covered) await writeAll(this.#fs, this.#fd, plan.append);
@@ -654,7 +668,9 @@ export class AuditLog {
         await rename(this.path, join(this.#dir, segmentName(this.#nextSegment)));
         this.#nextSegment++;
         this.#liveMissing = true;
+        this.#dirSyncPending = true;
         await syncDir(this.#dir);
+        this.#dirSyncPending = false;
       }
       this.#liveEpoch++;
       await this.#liveSyncs;
@@ -666,10 +682,12 @@ export class AuditLog {
       this.#syncedSize = 0;
       this.#liveBase = { seq: this.#seq, hash: this.#prev };
       this.#liveMissing = false;
+      // The WAL's lap is based in the segment now: no batch may go into it before a lap based on
+      // the new file has started, and that only once the directory holds the new file durably.
+      this.#dirSyncPending = true;
+      this.#lapStartPending = { liveOffset: 0, seq: this.#seq, hash: this.#prev };
       await this.#fs.close(old).catch(() => undefined);
-      await syncDir(this.#dir);
-      // The lap's lines are all in the segment, durably: start an empty one on the new file.
-      await this.#startLap().catch(() => undefined); // a failure leaves it pending: no batch until it is done
+      await this.#startLap(this.#lapStartPending).catch(() => undefined); // a failure leaves it pending: no batch until it is done
     } catch {
       // Keep appending to the open fd (live file or, after the rename, the newest segment).
     } finally {

@@ -280,3 +280,61 @@ describe('a batch larger than the WAL whose lap start wrote its header but not t
     expect(await verifyAuditFile(dir)).toMatchObject({ ok: true });
   });
 });
+
+describe('a rotation whose directory sync failed', () => {
+  it('starts no batch in the WAL before a lap based on the new file, so a failed sync after it neither wedges the log nor loses lines', async () => {
+    const { fs, ctl, powerLoss } = diskModel();
+    const log = await AuditLog.open({ dir, fs, maxBytes: 3000, walBytes: 64 * 1024 });
+    const { acked, add } = recorder(log);
+    for (let i = 0; i < 4; i++) await add(`a${i}`);
+    let dirSyncs = 2; // the sync after the rename and the one after the new file fail
+    let liveSyncs = 0;
+    ctl.fault = (op, file) => {
+      if (op === 'syncDir' && dirSyncs > 0) return dirSyncs--, Object.assign(new Error('EIO: dir fsync'), { code: 'EIO' });
+      // Once the directory is good again, the first sync of the new live file fails too.
+      if (op === 'fdatasync' && file === 'audit.jsonl' && dirSyncs === 0 && liveSyncs++ === 0) return Object.assign(new Error('EIO: fdatasync'), { code: 'EIO' });
+      return null;
+    };
+    await add('big', 3000); // rotation after it
+    for (let i = 0; i < 8; i++) await add(`b${i}`);
+    await sleep(150);
+    for (let i = 0; i < 4; i++) await add(`c${i}`);
+    expect(acked.slice(-4)).toEqual(['c0', 'c1', 'c2', 'c3']);
+    await sleep(150);
+    powerLoss(dir);
+    const reopened = await AuditLog.open({ dir });
+    await reopened.close();
+    const types = await chainTypes();
+    for (const t of acked) expect(types).toContain(t);
+    expect(await verifyAuditFile(dir)).toMatchObject({ ok: true });
+  });
+
+  it('a refused batch on the new file whose cut-back sync failed is repaired without a lap of that file', async () => {
+    const { fs, ctl, powerLoss } = diskModel();
+    const log = await AuditLog.open({ dir, fs, maxBytes: 3000, walBytes: 64 * 1024 });
+    const { acked, add } = recorder(log);
+    for (let i = 0; i < 4; i++) await add(`a${i}`);
+    // After the rename (the next batch is refused: no new file yet), after the new file, and in the
+    // lap start of the batch after that (refused too).
+    let dirSyncs = 3;
+    let liveSyncs = 0;
+    ctl.fault = (op, file) => {
+      if (op === 'syncDir' && dirSyncs > 0) return dirSyncs--, Object.assign(new Error('EIO: dir fsync'), { code: 'EIO' });
+      // The cut-back after that refused batch fails its sync: the empty new file is to be "restored".
+      if (op === 'fdatasync' && file === 'audit.jsonl' && dirSyncs === 0 && liveSyncs++ === 0) return Object.assign(new Error('EIO: fdatasync'), { code: 'EIO' });
+      return null;
+    };
+    await add('big', 3000); // rotation after it
+    await sleep(20);
+    expect(await add('REFUSED1')).toBe(false);
+    expect(await add('REFUSED2')).toBe(false);
+    expect([dirSyncs, liveSyncs]).toEqual([0, 1]);
+    for (let i = 0; i < 4; i++) await add(`c${i}`);
+    expect(acked.slice(-4)).toEqual(['c0', 'c1', 'c2', 'c3']);
+    powerLoss(dir);
+    const reopened = await AuditLog.open({ dir });
+    await reopened.close();
+    expect(await chainTypes()).toEqual(['a0', 'a1', 'a2', 'a3', 'big', 'c0', 'c1', 'c2', 'c3']);
+    expect(await verifyAuditFile(dir)).toMatchObject({ ok: true, events: 9 });
+  });
+});

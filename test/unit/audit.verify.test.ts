@@ -43,6 +43,22 @@ describe('verifyAuditFile', () => {
     }
   });
 
+  it('accepts a log opened and closed with no event (its audit.head created, never written)', async () => {
+    const fresh = await mkdtemp(join(tmpdir(), 'pamgate-audit-'));
+    try {
+      await (await AuditLog.open({ dir: fresh })).close();
+      expect(await readFile(join(fresh, 'audit.head'), 'utf8')).toBe('');
+      expect(await verifyAuditFile(fresh)).toEqual({ ok: true, events: 0, lastHash: '0'.repeat(64) });
+    } finally {
+      await rm(fresh, { recursive: true, force: true });
+    }
+  });
+
+  it('still refuses a head that holds something unreadable', async () => {
+    await writeFile(join(dir, 'audit.head'), 'garbage');
+    expect(await verifyAuditFile(path)).toMatchObject({ ok: false, reason: expect.stringMatching(/audit.head is unreadable/) });
+  });
+
   it('detects an edited field', async () => {
     rows[2] = rows[2]!.replace('"comment":"ok"', '"comment":"OK"');
     await rewrite(rows);
