@@ -445,7 +445,10 @@ export class AuditLog {
       } else {
         // Larger than the whole WAL: durable in the live file itself; the next lap starts after it.
         await writeAll(this.#fs, this.#fd, buf);
-        await this.#syncLive(seq, prev, this.#size + buf.length);
+        // This sync vouches for the acknowledged lines only: a checkpoint while the lap start below
+        // is in flight must not point audit.head at a batch that may still be refused and cut.
+        await this.#syncLive(this.#seq, this.#prev, this.#size);
+        const epoch = this.#liveEpoch;
         // The old lap on disk must not outlive this batch: its base would put the batch beyond it.
         const after: LapBase = { liveOffset: this.#size + buf.length, seq, hash: prev };
         await this.#startLap(after).catch((err: unknown) => {
@@ -455,6 +458,11 @@ export class AuditLog {
           this.#lapStartPending = null;
           this.#walCutPending = true;
         });
+        if (epoch === this.#liveEpoch && !this.#restorePending) {
+          this.#syncedSeq = seq;
+          this.#syncedHash = prev;
+          this.#syncedSize = this.#size + buf.length;
+        }
       }
     } catch (err) {
       // Whatever reached either file is neither durable nor acknowledged: cut both back to the last acknowledged line.
@@ -463,13 +471,6 @@ export class AuditLog {
       // A lap start still owed (a batch larger than the WAL whose own lap start failed) would name
       // a base past the cut; the lap starts where the acknowledged lines end instead.
       if (this.#lapStartPending !== null) this.#lapStartPending = { liveOffset: this.#size, seq: this.#seq, hash: this.#prev };
-      if (this.#syncedSeq > this.#seq) {
-        // The refused lines had been synced (a batch larger than the WAL): once cut, what is durable
-        // ends at the last acknowledged line, and audit.head must never point past it.
-        this.#syncedSeq = this.#seq;
-        this.#syncedHash = this.#prev;
-        this.#syncedSize = this.#size;
-      }
       await this.#truncateIfPending().catch(() => undefined);
       await this.#cutWalIfPending().catch(() => undefined);
       this.#fail(batch, err);
@@ -763,7 +764,12 @@ export class AuditLog {
     const seq = this.#syncedSeq;
     encodeHead(seq, this.#syncedHash, this.#headBuf);
     try {
-      await this.#fs.write(this.#headFd, this.#headBuf, 0, HEAD_SIZE, 0);
+      // Whole or not at all: half a new record over the old one would name a line that never was.
+      for (let off = 0; off < HEAD_SIZE; ) {
+        const written = await this.#fs.write(this.#headFd, this.#headBuf, off, HEAD_SIZE - off, off);
+        if (written <= 0) throw new Error('audit head write made no progress');
+        off += written;
+      }
       this.#headWrittenSeq = seq;
     } catch {
       // A stale head only weakens truncation detection until the next checkpoint rewrites it.

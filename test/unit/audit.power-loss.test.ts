@@ -338,3 +338,40 @@ describe('a rotation whose directory sync failed', () => {
     expect(await verifyAuditFile(dir)).toMatchObject({ ok: true, events: 9 });
   });
 });
+
+describe('a checkpoint while a batch larger than the WAL waits for its lap start', () => {
+  it('does not point audit.head at the batch, which the failed lap start then refuses', async () => {
+    const { fs: model, crash } = diskModel();
+    let armed = false;
+    let failHeader = false;
+    const names = new Map<number, string>();
+    const fs: AuditFs = {
+      ...model,
+      open: async (path, flags, mode) => {
+        const fd = await model.open(path, flags, mode);
+        names.set(fd, path.split('/').at(-1)!);
+        return fd;
+      },
+      write: async (fd, buf, off, len, pos) => {
+        if (armed && names.get(fd) === 'audit.jsonl' && pos === null && len > 3000) [armed, failHeader] = [false, true];
+        if (failHeader && names.get(fd) === 'audit.wal' && pos === 0) {
+          failHeader = false; // the big batch's own lap start: slow enough for a checkpoint, then it fails
+          await sleep(250);
+          throw Object.assign(new Error('EIO: lap header'), { code: 'EIO' });
+        }
+        return model.write(fd, buf, off, len, pos);
+      },
+    };
+    const log = await AuditLog.open({ dir, fs, walBytes: 4096 });
+    await log.append({ type: 'a1' }); // its checkpoint runs at once
+    await log.append({ type: 'a2' }); // its checkpoint is due 100 ms after a1's: during the lap start below
+    armed = true;
+    const big = Array.from({ length: 10 }, (_, i) => log.append({ type: `BIG${i}`, pad: 'x'.repeat(400) }));
+    for (const p of big) await expect(p).rejects.toThrow(/EIO/);
+    await crash(); // kill -9 right after the refusal
+    const reopened = await AuditLog.open({ dir });
+    await reopened.close();
+    expect(await chainTypes()).toEqual(['a1', 'a2']);
+    expect(await verifyAuditFile(dir)).toMatchObject({ ok: true, events: 2 });
+  });
+});

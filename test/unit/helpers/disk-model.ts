@@ -17,9 +17,10 @@ export interface DiskControl {
   failLiveOpens: number;
   /**
    * Asked before every operation (file: the name it acts on); an error it returns is thrown and
-   * the operation is not done. A failed fdatasync of a .jsonl file drops its dirty pages.
+   * the operation is not done. A failed fdatasync of a .jsonl file drops its dirty pages. 'short'
+   * makes a write of more than one byte write only its first half (and say so, as write(2) may).
    */
-  fault: ((op: DiskOp, file: string) => Error | null) | null;
+  fault: ((op: DiskOp, file: string) => Error | 'short' | null) | null;
   /** Told of every operation as it ends (for debugging a fuzz seed). */
   trace: ((line: string) => void) | null;
 }
@@ -46,9 +47,9 @@ export function diskModel(): { fs: AuditFs; ctl: DiskControl; powerLoss(dir: str
   const touch = (name: string, from: number, to: number): void => {
     for (let p = Math.floor(from / PAGE); p <= Math.floor(Math.max(from, to - 1) / PAGE); p++) disk(name).dirty.add(p);
   };
-  const injected = (op: DiskOp, file: string): void => {
+  const injected = (op: DiskOp, file: string): 'short' | null => {
     const err = ctl.fault?.(op, file) ?? null;
-    if (err === null) return;
+    if (err === null || err === 'short') return err;
     if (op === 'fdatasync' && file.endsWith('.jsonl')) disk(file).dirty.clear();
     throw err;
   };
@@ -85,7 +86,7 @@ export function diskModel(): { fs: AuditFs; ctl: DiskControl; powerLoss(dir: str
     }),
     write: guarded('write', async (fd: number, buf: Buffer, off: number, len: number, pos: number | null) => {
       const name = names.get(fd) ?? '';
-      injected('write', name);
+      if (injected('write', name) === 'short' && len > 1) len = Math.floor(len / 2);
       if (!name.endsWith('.jsonl')) return nodeAuditFs.write(fd, buf, off, len, pos);
       const at = pos ?? nodeFs.fstatSync(fd).size;
       touch(name, at, at + len);
@@ -117,7 +118,7 @@ export function diskModel(): { fs: AuditFs; ctl: DiskControl; powerLoss(dir: str
       const now = nodeFs.readFileSync(paths.get(fd)!);
       const image = Buffer.alloc(now.length);
       d.image.copy(image, 0, 0, Math.min(d.image.length, now.length));
-      for (const p of d.dirty) now.copy(image, p * PAGE, p * PAGE, Math.min(now.length, (p + 1) * PAGE));
+      for (const p of d.dirty) if (p * PAGE < now.length) now.copy(image, p * PAGE, p * PAGE, Math.min(now.length, (p + 1) * PAGE));
       d.image = image;
       d.dirty.clear();
     }),
@@ -142,7 +143,9 @@ export function diskModel(): { fs: AuditFs; ctl: DiskControl; powerLoss(dir: str
   };
   const powerLoss = (dir: string): void => {
     for (const name of nodeFs.readdirSync(dir)) {
-      if (name.endsWith('.jsonl')) nodeFs.writeFileSync(`${dir}/${name}`, disks.get(name)?.image ?? Buffer.alloc(0));
+      // A file this model never opened was not written through it: it is on the disk as it is.
+      const d = disks.get(name);
+      if (name.endsWith('.jsonl') && d !== undefined) nodeFs.writeFileSync(`${dir}/${name}`, d.image);
     }
   };
   const crash = async (): Promise<void> => {
