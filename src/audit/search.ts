@@ -1,8 +1,10 @@
 import { createReadStream } from 'node:fs';
 import { access } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { isRecord } from './line.js';
-import { chainFiles } from './segments.js';
+import { GENESIS, isRecord } from './line.js';
+import { LIVE_FILE, chainFiles } from './segments.js';
+import { WAL_FILE, lapAfter, readLap, readWal } from './wal.js';
 
 export interface AuditFilter {
   /** Exact type, or a prefix ending in '*' (e.g. 'request.*'). */
@@ -32,7 +34,10 @@ function sameText(actual: unknown, wanted: string | undefined): boolean {
 /**
  * Streams events matching every given filter, in file order. Lines that do not parse are
  * skipped: integrity is verifyAuditFile's job, this is for finding events. The live
- * `audit.jsonl` brings its rotated segments along (oldest first).
+ * `audit.jsonl` brings its rotated segments along (oldest first), and after it the lines that are
+ * durable in `audit.wal` but not appended to it yet (under load the writer appends them in
+ * chunks, up to ~100 ms later). A lap that starts while the files are read can hide lines
+ * written in the same instant; a later read finds them.
  */
 export async function* readAuditEvents(
   path: string,
@@ -47,8 +52,14 @@ export async function* readAuditEvents(
   const timed = filter.since !== undefined || filter.until !== undefined;
 
   const files = await chainFiles(path);
+  const last: ChainEnd = { seq: 0, hash: GENESIS };
   for (const file of files) {
-    if (file !== path || files.length === 1 || (await exists(file))) yield* readFile(file, match);
+    if (file !== path || files.length === 1 || (await exists(file))) yield* readFile(file, match, last);
+  }
+  if (basename(path) === LIVE_FILE) {
+    const wal = await readWal(join(dirname(path), WAL_FILE));
+    const pending = wal === null ? null : lapAfter(readLap(wal), last.seq, last.hash);
+    if (pending !== null && pending.lines > 0) yield* parseLines(pending.bytes.toString('utf8').split('\n'), match, last);
   }
 
   function match(ev: Record<string, unknown>): boolean {
@@ -75,22 +86,37 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-async function* readFile(path: string, match: (ev: Record<string, unknown>) => boolean): AsyncGenerator<Record<string, unknown>> {
+/** The last line read: where the WAL's unappended lines would go on. */
+interface ChainEnd {
+  seq: number;
+  hash: string;
+}
+
+async function* readFile(path: string, match: (ev: Record<string, unknown>) => boolean, last: ChainEnd): AsyncGenerator<Record<string, unknown>> {
   const input = createReadStream(path, { encoding: 'utf8' });
   const lines = createInterface({ input, crlfDelay: Infinity });
   try {
-    for await (const line of lines) {
-      if (line.length === 0) continue;
-      let ev: unknown;
-      try {
-        ev = JSON.parse(line);
-      } catch {
-        continue;
-      }
-      if (isRecord(ev) && match(ev)) yield ev;
-    }
+    yield* parseLines(lines, match, last);
   } finally {
     lines.close();
     input.destroy();
+  }
+}
+
+async function* parseLines(lines: AsyncIterable<string> | Iterable<string>, match: (ev: Record<string, unknown>) => boolean, last: ChainEnd): AsyncGenerator<Record<string, unknown>> {
+  for await (const line of lines) {
+    if (line.length === 0) continue;
+    let ev: unknown;
+    try {
+      ev = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    if (!isRecord(ev)) continue;
+    if (typeof ev['seq'] === 'number' && typeof ev['hash'] === 'string') {
+      last.seq = ev['seq'];
+      last.hash = ev['hash'];
+    }
+    if (match(ev)) yield ev;
   }
 }

@@ -2,7 +2,8 @@ import { appendFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AuditLog } from '../../src/audit/log.js';
+import { nodeAuditFs } from '../../src/audit/fs.js';
+import { AuditLog, type AuditFs } from '../../src/audit/log.js';
 import { readAuditEvents, type AuditFilter } from '../../src/audit/search.js';
 
 let dir: string;
@@ -68,5 +69,43 @@ describe('readAuditEvents', () => {
     expect(first.value).toMatchObject({ seq: 1 });
     await gen.return(undefined);
     expect((await gen.next()).done).toBe(true);
+  });
+});
+
+describe('readAuditEvents while the writer is under load', () => {
+  it('finds lines durable in audit.wal that are not appended to audit.jsonl yet', async () => {
+    const fresh = await mkdtemp(join(tmpdir(), 'pamgate-audit-'));
+    let holdLive: (() => void) | null = null;
+    let held = false;
+    const fs: AuditFs = {
+      ...nodeAuditFs,
+      write: async (fd, buf, off, len, pos) => {
+        // The first deferred append of audit.jsonl waits until the test lets it go.
+        if (pos === null && held) await new Promise<void>((resolve) => (holdLive = resolve));
+        return nodeAuditFs.write(fd, buf, off, len, pos);
+      },
+    };
+    try {
+      const log = await AuditLog.open({ dir: fresh, fs });
+      await log.append({ type: 'first' });
+      held = true;
+      await Promise.all(Array.from({ length: 6 }, (_, i) => log.append({ type: `loaded${i}`, task: 'Set-Mailbox' })));
+      await new Promise((r) => setTimeout(r, 20));
+      expect(holdLive).not.toBeNull(); // the append is held: audit.jsonl lacks the six
+      const types: string[] = [];
+      for await (const ev of readAuditEvents(join(fresh, 'audit.jsonl'))) types.push(ev['type'] as string);
+      expect(types).toEqual(['first', ...Array.from({ length: 6 }, (_, i) => `loaded${i}`)]);
+      const filtered: string[] = [];
+      for await (const ev of readAuditEvents(join(fresh, 'audit.jsonl'), { type: 'loaded*', task: 'set-mailbox' })) filtered.push(ev['type'] as string);
+      expect(filtered).toHaveLength(6);
+      held = false;
+      holdLive!();
+      await log.close();
+      const after: string[] = [];
+      for await (const ev of readAuditEvents(join(fresh, 'audit.jsonl'))) after.push(ev['type'] as string);
+      expect(after).toEqual(types); // once appended, each line is read once
+    } finally {
+      await rm(fresh, { recursive: true, force: true });
+    }
   });
 });
