@@ -808,7 +808,7 @@ async function main() {
   const abOpts = { cli: opt.ab ? resolve(opt.ab) : CLI, flags: opt['ab-node-args'] !== undefined ? words(opt['ab-node-args']) : GATEWAY_NODE_FLAGS };
   const withAlt = opt.ab !== undefined || opt['ab-node-args'] !== undefined;
   const alt = withAlt ? await startGateway('gw-b', out, upstream.url, 10, 0, abOpts) : null;
-  const altLarge = withAlt && (!opt.only || opt.only.includes('d/')) ? await startGateway('gw-b-large', out, upstream.url, LARGE_POLICIES, LARGE_GRANTS, abOpts) : null;
+  const altLarge = withAlt && (!opt.only || opt.only.split(',').some((k) => k === 'd' || k.startsWith('d/') || k === 'gateway-B')) ? await startGateway('gw-b-large', out, upstream.url, LARGE_POLICIES, LARGE_GRANTS, abOpts) : null;
   if (alt) await grantBenchUser(alt, tokens);
   if (altLarge) await grantBenchUser(altLarge, tokens);
   if (!nginx) console.log('NOTICE: nginx not found (Debian: apt-get install nginx-light): the nginx target is skipped');
