@@ -1,9 +1,10 @@
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { AuditLog } from '../../src/audit/log.js';
 import { verifyAuditFile } from '../../src/audit/verify.js';
+import { chainTypes } from './helpers/chain.js';
 import { diskModel, type DiskOp } from './helpers/disk-model.js';
 
 // Random faults against the audit writer, then a power cut, a kill, or a clean close, over the
@@ -48,15 +49,6 @@ const FAULTS: Array<{ op: DiskOp; file: string }> = [
 
 const OWN_EVENTS = new Set(['audit.repaired']);
 
-async function chainTypes(dir: string): Promise<string[]> {
-  const names = (await readdir(dir)).filter((n) => n.endsWith('.jsonl'));
-  names.sort((a, b) => Number(a === 'audit.jsonl') - Number(b === 'audit.jsonl') || a.localeCompare(b));
-  const out: string[] = [];
-  for (const name of names) {
-    for (const line of (await readFile(join(dir, name), 'utf8')).split('\n').filter(Boolean)) out.push((JSON.parse(line) as { type: string }).type);
-  }
-  return out;
-}
 
 interface Run {
   random: () => number;

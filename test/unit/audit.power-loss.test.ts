@@ -1,11 +1,12 @@
 import { openSync, closeSync, writeSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { nodeAuditFs } from '../../src/audit/fs.js';
 import { AuditLog, type AuditFs } from '../../src/audit/log.js';
 import { verifyAuditFile } from '../../src/audit/verify.js';
+import { chainTypes as chainTypesIn } from './helpers/chain.js';
 import { diskModel } from './helpers/disk-model.js';
 import { faultyFs } from './helpers/faulty-fs.js';
 
@@ -23,16 +24,7 @@ afterEach(async () => {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Event types in chain order, over the segments and the live file. */
-async function chainTypes(): Promise<string[]> {
-  const names = (await readdir(dir)).filter((n) => n.endsWith('.jsonl'));
-  names.sort((a, b) => Number(a === 'audit.jsonl') - Number(b === 'audit.jsonl') || a.localeCompare(b));
-  const out: string[] = [];
-  for (const name of names) {
-    for (const line of (await readFile(join(dir, name), 'utf8')).split('\n').filter(Boolean)) out.push((JSON.parse(line) as { type: string }).type);
-  }
-  return out;
-}
+const chainTypes = (): Promise<string[]> => chainTypesIn(dir);
 
 function recorder(log: AuditLog): { acked: string[]; add(type: string, pad?: number): Promise<boolean> } {
   const acked: string[] = [];
