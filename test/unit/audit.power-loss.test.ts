@@ -9,6 +9,7 @@ import { verifyAuditFile } from '../../src/audit/verify.js';
 import { chainTypes as chainTypesIn } from './helpers/chain.js';
 import { diskModel } from './helpers/disk-model.js';
 import { faultyFs } from './helpers/faulty-fs.js';
+import { namedFs } from './helpers/named-fs.js';
 
 // Power loss against a model of what is on the disk (helpers/disk-model.ts): only what a good
 // fdatasync covered survives in audit.jsonl, and a failed fdatasync loses its pages for good.
@@ -137,23 +138,18 @@ describe('power loss', () => {
  * keeps only that), and lets a test fail chosen writes: `fail` returns an error to throw, or null.
  */
 function durableImageFs(fail: (file: string, len: number, pos: number | null) => Error | null): { fs: AuditFs; image(): Buffer } {
-  const names = new Map<number, string>();
+  const { fs: named, fileOf } = namedFs(nodeAuditFs);
   let image = Buffer.alloc(0);
   const fs: AuditFs = {
-    ...nodeAuditFs,
-    open: async (path, flags, mode) => {
-      const fd = await nodeAuditFs.open(path, flags, mode);
-      names.set(fd, path.split('/').at(-1)!);
-      return fd;
-    },
+    ...named,
     write: async (fd, buf, off, len, pos) => {
-      const err = fail(names.get(fd) ?? '', len, pos);
+      const err = fail(fileOf(fd), len, pos);
       if (err !== null) throw err;
       return nodeAuditFs.write(fd, buf, off, len, pos);
     },
     fdatasync: async (fd) => {
       await nodeAuditFs.fdatasync(fd);
-      if (names.get(fd) === 'audit.jsonl') image = await readFile(join(dir, 'audit.jsonl'));
+      if (fileOf(fd) === 'audit.jsonl') image = await readFile(join(dir, 'audit.jsonl'));
     },
   };
   return { fs, image: () => image };
@@ -334,19 +330,14 @@ describe('a rotation whose directory sync failed', () => {
 describe('a checkpoint while a batch larger than the WAL waits for its lap start', () => {
   it('does not point audit.head at the batch, which the failed lap start then refuses', async () => {
     const { fs: model, crash } = diskModel();
+    const { fs: named, fileOf } = namedFs(model);
     let armed = false;
     let failHeader = false;
-    const names = new Map<number, string>();
     const fs: AuditFs = {
-      ...model,
-      open: async (path, flags, mode) => {
-        const fd = await model.open(path, flags, mode);
-        names.set(fd, path.split('/').at(-1)!);
-        return fd;
-      },
+      ...named,
       write: async (fd, buf, off, len, pos) => {
-        if (armed && names.get(fd) === 'audit.jsonl' && pos === null && len > 3000) [armed, failHeader] = [false, true];
-        if (failHeader && names.get(fd) === 'audit.wal' && pos === 0) {
+        if (armed && fileOf(fd) === 'audit.jsonl' && pos === null && len > 3000) [armed, failHeader] = [false, true];
+        if (failHeader && fileOf(fd) === 'audit.wal' && pos === 0) {
           failHeader = false; // the big batch's own lap start: slow enough for a checkpoint, then it fails
           await sleep(250);
           throw Object.assign(new Error('EIO: lap header'), { code: 'EIO' });

@@ -1,4 +1,5 @@
 import { nodeAuditFs, type AuditFs } from '../../../src/audit/fs.js';
+import { namedFs } from './named-fs.js';
 
 /** node:fs for the audit writer with switchable faults, by file (fds are told apart by the path they were opened with). */
 export interface Faults {
@@ -14,21 +15,16 @@ export interface Faults {
 
 export function faultyFs(): { fs: AuditFs; faults: Faults } {
   const faults: Faults = { wal: null, liveSync: false, liveAppend: false, truncate: false };
-  const files = new Map<number, string>();
+  const { fs: named, fileOf } = namedFs(nodeAuditFs);
   const eio = (what: string): Error => Object.assign(new Error(`EIO: ${what}`), { code: 'EIO' });
   const fs: AuditFs = {
-    ...nodeAuditFs,
-    open: async (path, flags, mode) => {
-      const fd = await nodeAuditFs.open(path, flags, mode);
-      files.set(fd, path.split('/').at(-1)!);
-      return fd;
-    },
+    ...named,
     write: async (fd, buf, off, len, pos) => {
-      if (files.get(fd) === 'audit.wal' && faults.wal !== null && len > 1) {
+      if (fileOf(fd) === 'audit.wal' && faults.wal !== null && len > 1) {
         if (faults.wal !== 'outright') await nodeAuditFs.write(fd, buf, off, faults.wal === 'all' ? len : Math.floor(len / 2), pos);
         throw eio('wal write');
       }
-      if (files.get(fd) === 'audit.jsonl' && pos === null && faults.liveAppend) throw Object.assign(new Error('ENOSPC: live append'), { code: 'ENOSPC' });
+      if (fileOf(fd) === 'audit.jsonl' && pos === null && faults.liveAppend) throw Object.assign(new Error('ENOSPC: live append'), { code: 'ENOSPC' });
       return nodeAuditFs.write(fd, buf, off, len, pos);
     },
     ftruncate: async (fd, length) => {
@@ -36,7 +32,7 @@ export function faultyFs(): { fs: AuditFs; faults: Faults } {
       return nodeAuditFs.ftruncate(fd, length);
     },
     fdatasync: async (fd) => {
-      if (files.get(fd) === 'audit.jsonl' && faults.liveSync) throw eio('live fdatasync');
+      if (fileOf(fd) === 'audit.jsonl' && faults.liveSync) throw eio('live fdatasync');
       return nodeAuditFs.fdatasync(fd);
     },
   };
