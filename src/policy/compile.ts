@@ -31,7 +31,7 @@ export class PolicySet {
   private readonly roles = new Map<string, string[]>();
   private readonly systemAccounts: ReadonlySet<string>;
 
-  constructor(readonly source: PolicyFile) {
+  constructor(source: PolicyFile) {
     this.settings = source.settings;
     for (const [name, members] of Object.entries(source.groups)) {
       this.groups.set(name, new Set(members.map((m) => m.toLowerCase())));
