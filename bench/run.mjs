@@ -388,6 +388,7 @@ async function gatewayMetrics(gw) {
     block403: get('pamgate_proxy_requests_total', '{outcome="block",status="403"}'),
     errors: get('pamgate_proxy_requests_total', '{outcome="error",status="500"}') + get('pamgate_proxy_requests_total', '{outcome="error",status="503"}'),
     gcSeconds: ['minor', 'major', 'incremental', 'weakcb'].reduce((n, kind) => n + get('nodejs_gc_duration_seconds_sum', `{kind="${kind}"}`), 0),
+    majorGcs: get('nodejs_gc_duration_seconds_count', '{kind="major"}'),
     // Cumulative counts of pamgate_audit_write_seconds, by bucket upper bound (seconds).
     writeBuckets: WRITE_BUCKETS.map((le) => get('pamgate_audit_write_seconds_bucket', `{le="${le}"}`)),
   };
@@ -530,6 +531,7 @@ async function measureOnce(cell, seconds, ctx) {
     upNew: u1.accepted - u0.accepted,
     upUsed: u1.used,
     gcPct: m1 ? (100 * (m1.gcSeconds - m0.gcSeconds)) / wall : null,
+    majorGcs: m1 ? m1.majorGcs - m0.majorGcs : null,
     audit: m1 && { writeBuckets: m1.writeBuckets.map((c, i) => c - m0.writeBuckets[i]), events: m1.events - m0.events, batches: m1.batches - m0.batches, maxBatch: m1.maxBatch, forwarded: m1.forward200 - m0.forward200, blocked: m1.block403 - m0.block403, errors: m1.errors - m0.errors },
   };
 }
@@ -726,6 +728,32 @@ function targets(rows) {
   return out;
 }
 
+/**
+ * gateway-B against gateway, paired by round (both ran in the same round): a change's effect on
+ * a shared host is smaller than how far the medians of two instances of one build land apart, so
+ * the per-round ratios and how many rounds favour B are what an A/B decision reads. An A/A
+ * (`--ab-node-args=` alone: the same build and flags) shows what "no effect" looks like.
+ */
+function abLines(rows) {
+  const out = [];
+  for (const s of ['a', 'b', 'c', 'd']) {
+    const x = rows.get(`${s}/gateway-B`);
+    const y = rows.get(`${s}/gateway`);
+    if (!x || !y) continue;
+    const n = Math.min(x.runs.length, y.runs.length);
+    const paired = (f) => Array.from({ length: n }, (_, i) => f(x.runs[i]) / f(y.runs[i]));
+    const rps = paired((r) => r.rps);
+    const cpu = paired((r) => r.usPerReq);
+    const range = (v) => `median ${fmt(median(v), 3)}, range ${fmt(Math.min(...v), 3)}–${fmt(Math.max(...v), 3)}`;
+    const majors = (row) => row.runs.reduce((t, r) => t + (r.majorGcs ?? 0), 0);
+    out.push(
+      `- (${s}) B/A per round: req/s ${range(rps)}, B ahead in ${rps.filter((v) => v > 1).length} of ${n}; CPU µs/req ${range(cpu)}, B cheaper in ${cpu.filter((v) => v < 1).length} of ${n}; ` +
+        `p99 ${fmt(y.p99, 2)} → ${fmt(x.p99, 2)} ms; GC % ${fmt(y.gcPct, 1)} → ${fmt(x.gcPct, 1)}; full GCs during the runs ${majors(y)} → ${majors(x)}`,
+    );
+  }
+  return out;
+}
+
 function machine() {
   const model = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? cpus()[0]?.model ?? 'unknown';
   const ver = (cmd, args) => {
@@ -888,6 +916,7 @@ async function main() {
     '',
     SMOKE ? 'Targets (SMOKE RUN: 1-s runs, no warm-up, one round — these ratios prove the harness, they are not results):' : 'Targets (medians, one run):',
     ...targets(rows),
+    ...(withAlt ? ['A/B (gateway-B vs gateway, paired by round):', ...abLines(rows)] : []),
     '',
     'Upstream checks (all measured runs):',
     ...checks.lines.map((l) => '- ' + l),
