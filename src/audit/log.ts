@@ -561,7 +561,10 @@ export class AuditLog {
   /** Repairs left over from a failure, in order, before anything new is written. */
   async #prepare(): Promise<void> {
     // Batches written into a renamed segment would sit in a lap based in another file: wait for the new live file.
-    if (this.#liveMissing) throw new Error(`audit rotation could not create a new ${LIVE_FILE}; gated tasks are refused until it can`);
+    if (this.#liveMissing) {
+      const step = this.#dirSyncPending ? `could not make the directory durable after renaming ${LIVE_FILE} to a segment` : `could not create a new ${LIVE_FILE}`;
+      throw new Error(`audit rotation ${step}; gated tasks are refused until it can`);
+    }
     await this.#cutWalIfPending(); // first: a restore reads the lap, which must not hold refused lines
     await this.#restoreIfPending();
     await this.#truncateIfPending();
