@@ -29,4 +29,6 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.ADMIN_PORT||8081)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # SIGTERM drains in-flight requests and flushes the audit file (exit 0).
 STOPSIGNAL SIGTERM
-CMD ["node", "dist/cli.js", "serve"]
+# --initial-old-space-size: no full GC before the old generation reaches ~192 MB, so none while
+# load starts after idling (README "Memory and GC"; bench/RESULTS.md, session 10).
+CMD ["node", "--initial-old-space-size=192", "dist/cli.js", "serve"]

@@ -70,8 +70,8 @@ const CONNS = Number(opt.connections ?? 32);
 // Smoke mode proves the harness, not the numbers: (d) gets a tenth of the state so it starts fast.
 const LARGE_POLICIES = Number(opt.policies ?? (SMOKE ? 1_000 : 10_000));
 const LARGE_GRANTS = Number(opt.grants ?? (SMOKE ? 10_000 : 100_000));
-/** Node flags the product starts the gateway with (Dockerfile CMD, `npm start`): measured as shipped. */
-const PRODUCT_NODE_FLAGS = [];
+/** Node flags the product starts the gateway with (Dockerfile CMD, `npm start`; test/unit/node-flags.test.ts keeps the three equal): measured as shipped. */
+const PRODUCT_NODE_FLAGS = ['--initial-old-space-size=192'];
 const GATEWAY_NODE_FLAGS = opt['gateway-node-args'] !== undefined ? words(opt['gateway-node-args']) : PRODUCT_NODE_FLAGS;
 
 // ---------------------------------------------------------------------------------------------
@@ -392,6 +392,18 @@ async function gatewayMetrics(gw) {
     // Cumulative counts of pamgate_audit_write_seconds, by bucket upper bound (seconds).
     writeBuckets: WRITE_BUCKETS.map((le) => get('pamgate_audit_write_seconds_bucket', `{le="${le}"}`)),
   };
+}
+
+/** One line per gateway: its resident set and V8 heap, from prom-client's process metrics. */
+async function memoryLines(gateways) {
+  const mib = (b) => `${fmt(b / 1048576, 0)} MiB`;
+  const out = [];
+  for (const gw of gateways) {
+    const text = await (await fetch(`${gw.controlUrl}/metrics`)).text();
+    const get = (name) => Number(new RegExp(`^${name}\\s+(\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+    out.push(`- ${gw.name}: resident ${mib(get('process_resident_memory_bytes'))}, V8 heap ${mib(get('nodejs_heap_size_used_bytes'))} used / ${mib(get('nodejs_heap_size_total_bytes'))} reserved`);
+  }
+  return out;
 }
 
 const WRITE_BUCKETS = ['0.0005', '0.001', '0.002', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '1', '+Inf'];
@@ -902,6 +914,7 @@ async function main() {
 
   const rows = summarise(cells, results);
   const checks = loadChecks(cells, results);
+  const memory = await memoryLines([small, large, alt, altLarge].filter((g) => g !== null));
   const report = [
     `## Results — ${info.date}`,
     '',
@@ -920,6 +933,9 @@ async function main() {
     '',
     'Upstream checks (all measured runs):',
     ...checks.lines.map((l) => '- ' + l),
+    '',
+    "Memory of the gateways after the rounds (their /metrics: resident set, V8 heap used / reserved; the node flags decide how far the heap grows before a full GC):",
+    ...memory,
     '',
     `The disk alone, after the rounds (bench/disk.mjs: O_DSYNC writes of ${16 * 400} bytes, a typical batch, on the audit files' filesystem, pinned to CPU 1, ${SMOKE ? 1 : 4} s each; "in place" rewrites a zero-filled file as audit.wal does, "append" grows the file as the audit file was written before session 5):`,
     ...(await diskProbe(small.dataDir)),
