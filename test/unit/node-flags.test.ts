@@ -3,8 +3,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
-// The gateway's node flags are written in three places: the container's CMD, `npm start`, and
-// the benchmark (which measures the gateway as shipped). They must say the same thing.
+// The gateway's node flags are written in four places: the container's CMD, the compose file's
+// command, `npm start`, and the benchmark (which measures the gateway as shipped). They must say
+// the same thing.
 const ROOT = join(import.meta.dirname, '..', '..');
 const read = (file: string): string => readFileSync(join(ROOT, file), 'utf8');
 
@@ -22,6 +23,12 @@ function dockerfileFlags(): string[] {
   return flagsBefore(JSON.parse(cmd[1]!) as string[]);
 }
 
+function composeFlags(): string[] {
+  const cmd = /^ {2}command: (\[.*dist\/cli\.js.*\])$/m.exec(read('docker-compose.yml'));
+  if (!cmd) throw new Error('docker-compose.yml has no pamgate command');
+  return flagsBefore(JSON.parse(cmd[1]!) as string[]);
+}
+
 function npmStartFlags(): string[] {
   const start = (JSON.parse(read('package.json')) as { scripts: { start: string } }).scripts.start;
   return flagsBefore(start.split('&&').at(-1)!.trim().split(/\s+/));
@@ -34,9 +41,10 @@ function benchFlags(): string[] {
 }
 
 describe('the node flags the gateway ships with', () => {
-  it('are the same in the Dockerfile, npm start and the benchmark', () => {
+  it('are the same in the Dockerfile, docker-compose.yml, npm start and the benchmark', () => {
     const docker = dockerfileFlags();
     expect(docker).toContain('--initial-old-space-size=192');
+    expect(composeFlags()).toEqual(docker);
     expect(npmStartFlags()).toEqual(docker);
     expect(benchFlags()).toEqual(docker);
   });
