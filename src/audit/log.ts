@@ -35,6 +35,8 @@ export interface AuditLogOptions {
   syncMode?: SyncMode;
   /** Size of audit.wal (see wal.ts); default 16 MiB. */
   walBytes?: number;
+  /** A checkpoint (audit.jsonl synced, then audit.head) runs at most this often; default 100 ms. */
+  checkpointMs?: number;
 }
 
 export const DEFAULT_MAX_BYTES = 64 * 1024 * 1024;
@@ -99,6 +101,7 @@ class Queue {
 }
 
 interface State {
+  checkpointMs: number;
   onDurable: ((seconds: number, events: number) => void) | undefined;
   dir: string;
   wal: Wal;
@@ -136,6 +139,7 @@ export class AuditLog {
   readonly #fs: AuditFs;
   readonly #now: () => number;
   readonly #maxBytes: number;
+  readonly #checkpointMs: number;
   readonly #onDurable: ((seconds: number, events: number) => void) | undefined;
   readonly #wal: Wal;
   readonly #walPath: string;
@@ -210,6 +214,7 @@ export class AuditLog {
     this.#fs = s.fs;
     this.#now = s.now;
     this.#maxBytes = s.maxBytes;
+    this.#checkpointMs = s.checkpointMs;
     this.#onDurable = s.onDurable;
     this.#wal = s.wal;
     this.#walPath = s.walPath;
@@ -270,7 +275,7 @@ export class AuditLog {
       headFd = await fs.open(headPath, fsConstants.O_RDWR | fsConstants.O_CREAT, FILE_MODE);
       const log = new AuditLog({
         dir: opts.dir, path, fs, now: opts.now ?? Date.now, fd, headFd, onDurable: opts.onDurable, wal, walPath,
-        restored: plan?.restored ?? 0, liveBase, maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES, nextSegment: (segments.at(-1)?.index ?? 0) + 1,
+        restored: plan?.restored ?? 0, liveBase, maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES, checkpointMs: opts.checkpointMs ?? HEAD_INTERVAL_MS, nextSegment: (segments.at(-1)?.index ?? 0) + 1,
         seq, prev: hash, size,
       });
       const records: Array<Promise<void>> = [];
@@ -496,7 +501,7 @@ export class AuditLog {
       this.#unwrittenBytes += buf.length;
       // A small batch, or one that a checkpoint is due after: audit.jsonl gets everything now, so
       // each checkpoint still covers all that was acknowledged before it.
-      if (n < LIVE_DEFER_MIN_EVENTS || performance.now() - this.#headWrittenAt >= HEAD_INTERVAL_MS) await this.#writeUnwritten();
+      if (n < LIVE_DEFER_MIN_EVENTS || performance.now() - this.#headWrittenAt >= this.#checkpointMs) await this.#writeUnwritten();
     }
     for (let i = 0; i < n; i++) batch.resolves[i]!();
     this.#scheduleCheckpoint();
@@ -734,7 +739,7 @@ export class AuditLog {
   // when the last one is HEAD_INTERVAL_MS old, else when it will be; one in flight at a time.
   #scheduleCheckpoint(): void {
     if (this.#headBusy || this.#headTimer !== null) return; // the one in flight reschedules when done
-    const wait = this.#headWrittenAt + HEAD_INTERVAL_MS - performance.now();
+    const wait = this.#headWrittenAt + this.#checkpointMs - performance.now();
     if (wait <= 0) {
       void this.#checkpoint();
       return;

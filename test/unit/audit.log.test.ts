@@ -185,6 +185,10 @@ describe('AuditLog group commit', () => {
     let walFd = -1;
     let liveFd = -1;
     let liveAppends = 0;
+    // A slow disk, in lock step with the test: each batch's WAL write is held until the next wave
+    // of appends has queued behind it (timers alone left the queue empty between batches on a slow host).
+    let release: (() => void) | null = null;
+    let holding = true;
     const fs: AuditFs = {
       ...nodeAuditFs,
       open: async (path, flags, mode) => {
@@ -195,17 +199,28 @@ describe('AuditLog group commit', () => {
       },
       write: async (fd, buf, off, len, pos) => {
         if (fd === liveFd && pos === null) liveAppends++;
-        if (fd === walFd && len > 1 && pos !== 0) await new Promise((r) => setTimeout(r, 2)); // a slow disk: batches queue up
+        if (fd === walFd && len > 1 && pos !== 0 && holding) await new Promise<void>((r) => (release = r));
         return nodeAuditFs.write(fd, buf, off, len, pos);
       },
     };
-    const log = await AuditLog.open({ dir, fs });
+    // No checkpoint while the waves run: one that is due sends the next batch to audit.jsonl at once.
+    const log = await AuditLog.open({ dir, fs, checkpointMs: 60_000 });
     liveAppends = 0;
     const pending: Array<Promise<void>> = [];
+    const inWalWrite = async (): Promise<() => void> => {
+      while (release === null) await new Promise((r) => setImmediate(r));
+      const r: () => void = release;
+      release = null;
+      return r;
+    };
+    let held: (() => void) | null = null;
     for (let wave = 0; wave < 20; wave++) {
       for (let i = 0; i < 50; i++) pending.push(log.append({ type: 'request.created', pad: 'p'.repeat(300), n: pending.length + 1 }));
-      await new Promise((r) => setTimeout(r, 1));
+      held?.(); // the previous batch completes with this wave queued behind it
+      held = await inWalWrite();
     }
+    holding = false;
+    held?.();
     await Promise.all(pending);
     const { batches } = log.stats();
     // Every acknowledged line is in the file once the load pauses, without close().
