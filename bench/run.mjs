@@ -70,7 +70,7 @@ const CONNS = Number(opt.connections ?? 32);
 // Smoke mode proves the harness, not the numbers: (d) gets a tenth of the state so it starts fast.
 const LARGE_POLICIES = Number(opt.policies ?? (SMOKE ? 1_000 : 10_000));
 const LARGE_GRANTS = Number(opt.grants ?? (SMOKE ? 10_000 : 100_000));
-/** Node flags the product starts the gateway with (Dockerfile CMD, `npm start`; test/unit/node-flags.test.ts keeps the three equal): measured as shipped. */
+/** Node flags the product starts the gateway with (Dockerfile CMD, `npm start`; test/unit/node-flags.test.ts keeps them equal with docker-compose.yml's): measured as shipped. */
 const PRODUCT_NODE_FLAGS = ['--initial-old-space-size=192'];
 const GATEWAY_NODE_FLAGS = opt['gateway-node-args'] !== undefined ? words(opt['gateway-node-args']) : PRODUCT_NODE_FLAGS;
 
@@ -372,13 +372,18 @@ async function settle(upstream) {
   return last;
 }
 
-async function gatewayMetrics(gw) {
+/** A gateway's /metrics, and a reader of one sample from it (0 when absent). */
+async function scrape(gw) {
   const text = await (await fetch(`${gw.controlUrl}/metrics`)).text();
-  const get = (name, labels = '') => {
+  return (name, labels = '') => {
     const re = new RegExp(`^${name}${labels.replace(/[{}"+.]/g, '\\$&')}\\s+(\\S+)$`, 'm');
     const m = re.exec(text);
     return m ? Number(m[1]) : 0;
   };
+}
+
+async function gatewayMetrics(gw) {
+  const get = await scrape(gw);
   return {
     events: get('pamgate_audit_events_total'),
     batches: get('pamgate_audit_fsync_batches_total'),
@@ -399,8 +404,7 @@ async function memoryLines(gateways) {
   const mib = (b) => `${fmt(b / 1048576, 0)} MiB`;
   const out = [];
   for (const gw of gateways) {
-    const text = await (await fetch(`${gw.controlUrl}/metrics`)).text();
-    const get = (name) => Number(new RegExp(`^${name}\\s+(\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+    const get = await scrape(gw);
     out.push(`- ${gw.name}: resident ${mib(get('process_resident_memory_bytes'))}, V8 heap ${mib(get('nodejs_heap_size_used_bytes'))} used / ${mib(get('nodejs_heap_size_total_bytes'))} reserved`);
   }
   return out;

@@ -736,7 +736,7 @@ export class AuditLog {
   // A checkpoint syncs the live file, then points audit.head at what it synced: the head lags the
   // file by up to HEAD_INTERVAL_MS (more after a crash) but never leads it, so it needs no sync of
   // its own. Throttled on monotonic time (a wall-clock step back must not freeze it): run at once
-  // when the last one is HEAD_INTERVAL_MS old, else when it will be; one in flight at a time.
+  // when the last one is checkpointMs old, else when it will be; one in flight at a time.
   #scheduleCheckpoint(): void {
     if (this.#headBusy || this.#headTimer !== null) return; // the one in flight reschedules when done
     const wait = this.#headWrittenAt + this.#checkpointMs - performance.now();
