@@ -20,7 +20,7 @@
 // only loopback addresses. Every process started here is stopped in `finally` and on signals.
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { createWriteStream, readFileSync, existsSync } from 'node:fs';
+import { createWriteStream, readFileSync, readdirSync, existsSync } from 'node:fs';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { createServer, connect } from 'node:net';
 import { cpus } from 'node:os';
@@ -346,6 +346,32 @@ function cpuTicks(pids) {
   return ticks;
 }
 
+/**
+ * A node process's CPU split four ways, in clock ticks: the main thread's user and system time,
+ * and the other threads' (V8's GC helpers, libuv's pool, which runs the audit's durable writes).
+ */
+function threadTicks(pid) {
+  const split = { mainUser: 0, mainSys: 0, otherUser: 0, otherSys: 0 };
+  let tids;
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return split;
+  }
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const main = Number(tid) === pid;
+      split[main ? 'mainUser' : 'otherUser'] += Number(f[11]);
+      split[main ? 'mainSys' : 'otherSys'] += Number(f[12]);
+    } catch {
+      /* thread gone */
+    }
+  }
+  return split;
+}
+
 /** user+nice+system ticks of every CPU (irq/softirq left out: our own network traffic lands there). */
 function systemBusyTicks() {
   const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0].trim().split(/\s+/);
@@ -517,6 +543,7 @@ async function measureOnce(cell, seconds, ctx) {
   // anything else (other users' processes, the bench's idle proxies) counts as foreign.
   const all = [...pids, upstream.child.pid];
   const c0 = cpuTicks(pids);
+  const th0 = cell.node ? threadTicks(cell.child.pid) : null;
   const uc0 = cpuTicks([upstream.child.pid]);
   const s0 = systemBusyTicks();
   const o0 = cpuTicks(all) + selfTicks();
@@ -524,6 +551,7 @@ async function measureOnce(cell, seconds, ctx) {
   const w = await runWrk(cell.url, cell.scenario, seconds, tokens);
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
   const c1 = cpuTicks(pids);
+  const th1 = cell.node ? threadTicks(cell.child.pid) : null;
   const uc1 = cpuTicks([upstream.child.pid]);
   const foreign = (100 * Math.max(0, systemBusyTicks() - s0 - (cpuTicks(all) + selfTicks() - o0))) / CLK_TCK / wall;
   // Let in-flight requests land before counting what the upstream executed.
@@ -540,6 +568,7 @@ async function measureOnce(cell, seconds, ctx) {
     p99: w.p99_us / 1000,
     cpu: cell.child ? (100 * (c1 - c0)) / CLK_TCK / wall : null,
     usPerReq: cell.child ? ((c1 - c0) / CLK_TCK / w.requests) * 1e6 : null,
+    threads: th1 && Object.fromEntries(Object.keys(th1).map((k) => [k, ((th1[k] - th0[k]) / CLK_TCK / w.requests) * 1e6])),
     upstreamCpu: (100 * (uc1 - uc0)) / CLK_TCK / wall,
     foreign,
     executed: (u1.executed[cmd] ?? 0) - (u0.executed[cmd] ?? 0),
@@ -745,6 +774,22 @@ function targets(rows) {
 }
 
 /**
+ * Where each node proxy's CPU per request goes (medians over rounds): its main thread (JS and the
+ * socket writes it makes itself) against its other threads (GC helpers; libuv's pool, where the
+ * audit's durable writes run), user and system time each. What (b) pays over (a) shows here.
+ */
+function threadLines(rows) {
+  const out = [];
+  for (const row of rows.values()) {
+    const t = row.runs.filter((r) => r.threads);
+    if (t.length === 0) continue;
+    const m = (k) => fmt(median(t.map((r) => r.threads[k])), 0);
+    out.push(`- (${row.cell.scenario}) ${row.cell.target}: main thread ${m('mainUser')} user + ${m('mainSys')} system, other threads ${m('otherUser')} user + ${m('otherSys')} system`);
+  }
+  return out;
+}
+
+/**
  * gateway-B against gateway, paired by round (both ran in the same round): a change's effect on
  * a shared host is smaller than how far the medians of two instances of one build land apart, so
  * the per-round ratios and how many rounds favour B are what an A/B decision reads. An A/A
@@ -864,7 +909,7 @@ async function main() {
   // Cells come in groups whose ratios are judged against each other; each group runs back to
   // back so a pair being compared is measured seconds apart (the host's noise drifts slowly).
   const groups = [];
-  const cell = (scenario, target, url, child, gateway = null) => ({ key: `${scenario}/${target}`, scenario, target, url, child, gateway });
+  const cell = (scenario, target, url, child, gateway = null) => ({ key: `${scenario}/${target}`, scenario, target, url, child, gateway, node: gateway !== null || target === 'http-proxy' });
   groups.push([
     cell('a', 'http-proxy', baseline.url, baseline.child),
     cell('a', 'gateway', small.proxyUrl, small.child, small),
@@ -934,6 +979,9 @@ async function main() {
     SMOKE ? 'Targets (SMOKE RUN: 1-s runs, no warm-up, one round — these ratios prove the harness, they are not results):' : 'Targets (medians, one run):',
     ...targets(rows),
     ...(withAlt ? ['A/B (gateway-B vs gateway, paired by round):', ...abLines(rows)] : []),
+    '',
+    'CPU µs per request by thread (node proxies; medians over rounds):',
+    ...threadLines(rows),
     '',
     'Upstream checks (all measured runs):',
     ...checks.lines.map((l) => '- ' + l),
