@@ -59,6 +59,12 @@ const identity = z.strictObject({
       issuer: z.string().min(1).optional(),
       audience: z.string().min(1).optional(),
       userClaim: z.string().min(1).default('upn'),
+      /**
+       * Claims tried, in order, when a token lacks userClaim (contract §3: preferred_username, then
+       * sub). [] turns the fallback off: where a fallback claim is user-editable, a token without
+       * userClaim could otherwise name someone else and use their grants.
+       */
+      userClaimFallback: z.array(z.string().min(1)).max(8).default(['preferred_username', 'sub']),
     })
     .refine(
       (j) => [j.secret, j.jwksFile, j.jwksUrl].filter((v) => v !== undefined).length === 1,

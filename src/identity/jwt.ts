@@ -17,11 +17,14 @@ export class TokenVerifier {
   private readonly cache = new LRUCache<string, Identity>({ max: 50_000 });
   private readonly key: Uint8Array | JWTVerifyGetKey;
   private readonly algorithms: string[];
+  /** userClaim, then its fallbacks: the first one the token carries as a non-empty string names the user. */
+  private readonly claims: readonly string[];
 
   constructor(
     private readonly config: JwtConfig | undefined,
     private readonly now: () => number = Date.now,
   ) {
+    this.claims = [config?.userClaim ?? 'upn', ...(config?.userClaimFallback ?? ['preferred_username', 'sub'])];
     if (config?.secret !== undefined) {
       this.key = new TextEncoder().encode(config.secret);
       this.algorithms = HMAC_ALGS;
@@ -67,7 +70,7 @@ export class TokenVerifier {
     } catch {
       return null;
     }
-    const identity = toIdentity(payload, this.config?.userClaim ?? 'upn');
+    const identity = toIdentity(payload, this.claims);
     if (identity === null) return null;
     const ttl = identity.expiresAt === null ? MAX_CACHE_TTL_MS : Math.min(identity.expiresAt - this.now(), MAX_CACHE_TTL_MS);
     if (ttl > 0) this.cache.set(token, identity, { ttl });
@@ -100,8 +103,8 @@ function isSpace(c: number): boolean {
   return c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0b || c === 0x0c || c === 0x0d || c === 0xa0 || c === 0xfeff || (c >= 0x2000 && c <= 0x200a) || c === 0x1680 || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000;
 }
 
-function toIdentity(payload: JWTPayload, userClaim: string): Identity | null {
-  const user = [payload[userClaim], payload['preferred_username'], payload.sub].find((v): v is string => typeof v === 'string' && v !== '');
+function toIdentity(payload: JWTPayload, claims: readonly string[]): Identity | null {
+  const user = claims.map((c) => payload[c]).find((v): v is string => typeof v === 'string' && v !== '');
   if (user === undefined) return null;
   const amr = Array.isArray(payload['amr']) ? payload['amr'].filter((v): v is string => typeof v === 'string') : [];
   return { user: user.toLowerCase(), amr, expiresAt: typeof payload.exp === 'number' ? payload.exp * 1000 : null };
