@@ -48,6 +48,8 @@ const settings = z.strictObject({
   maxBodyBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
   /** Pending requests one user may have open at once (429 beyond). */
   maxPendingPerUser: z.number().int().min(1).max(10_000).default(20),
+  /** Active grants one user may hold for an `auto` policy to still approve at once (429 beyond); approvers are not capped. */
+  maxActiveGrantsPerUser: z.number().int().min(1).max(10_000).default(50),
 });
 
 const identity = z.strictObject({

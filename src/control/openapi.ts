@@ -28,7 +28,7 @@ const errors = Object.fromEntries(
     ['403', 'not allowed'],
     ['404', 'unknown id'],
     ['409', 'wrong state'],
-    ['429', 'too many pending requests of this user'],
+    ['429', 'too many pending requests of this user, or (auto policy) too many active grants'],
   ].map(([code, description]) => [code, { description, content: { 'application/json': { schema: error } } }]),
 );
 const ok = (description: string, schema: object) => ({ description, content: { 'application/json': { schema } } });

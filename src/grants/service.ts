@@ -173,6 +173,7 @@ export class AccessService {
     if (policy.requireTicket && !input.ticket?.trim()) throw new ServiceError(400, `policy "${policy.id}" requires a ticket`, 'ticket');
     if (policy.requireMfa && !actor.amr.includes('mfa')) throw new ServiceError(403, `policy "${policy.id}" requires an MFA-authenticated token`);
     if (input.parameters !== undefined) checkRequestedParameters(policy, input.parameters);
+    if (policy.approval === 'auto') this.assertActiveBelowCap(actor.user);
 
     const now = this.now();
     const iso = new Date(now).toISOString();
@@ -304,6 +305,20 @@ export class AccessService {
     }
     if (pending >= cap) {
       throw new ServiceError(429, `you already have ${pending} pending requests, the most one user may have (${cap}): wait for them to be decided, or cancel those you no longer need, then ask again`);
+    }
+  }
+
+  /**
+   * An auto policy approves without anyone looking, and every request is kept for good: one user
+   * must not be able to mint grants without end. Approvers' decisions are not capped.
+   */
+  private assertActiveBelowCap(user: string): void {
+    const cap = this.policies().settings.maxActiveGrantsPerUser;
+    const now = this.now();
+    let active = 0;
+    for (const g of this.grants.get(user)) if (g.expiresAt > now) active++;
+    if (active >= cap) {
+      throw new ServiceError(429, `you already hold ${active} active grants, the most one user may hold for a policy to approve at once (${cap}): use those, or let them expire or have them revoked, then ask again`);
     }
   }
 

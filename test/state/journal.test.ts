@@ -70,6 +70,52 @@ describe('pending requests per user are capped', () => {
   });
 });
 
+describe('auto-approved grants per user are capped', () => {
+  let gw: InProcGateway;
+  beforeAll(async () => {
+    gw = await startStateGateway({ policies: STATE_POLICIES.replace('settings:\n', 'settings:\n  maxActiveGrantsPerUser: 3\n'), upstreamUrl: upstream.url });
+    dirs.push(gw.dataDir);
+  });
+  afterAll(async () => {
+    await gw?.close();
+  });
+
+  const create = async (user: string, task: string) => api(gw.controlUrl, 'POST', '/api/requests', await token(user, { expiresInSeconds: 48 * 3600 }), { task, reason: 'cap test' });
+
+  it('an auto policy stops approving at once while the user holds the cap; approvers are not capped; revoking or expiry frees a slot', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await create('minter@contoso.com', 'Search-Mailbox');
+      expect(r.status, JSON.stringify(r.body)).toBe(201);
+      expect(r.body.status).toBe('approved');
+      ids.push(r.body.id);
+    }
+    const refused = await create('minter@contoso.com', 'Search-Mailbox');
+    expect(refused.status).toBe(429);
+    expect(refused.body.error.code).toBe('TooManyRequests');
+    expect(refused.body.error.message).toMatch(/hold 3 active grants.*\(3\)/);
+    const mine = await api(gw.controlUrl, 'GET', '/api/requests', await tok('minter@contoso.com'));
+    expect((mine.body as unknown[]).length).toBe(3); // the refusal created nothing
+    expect((await create('other@contoso.com', 'Search-Mailbox')).status).toBe(201);
+
+    // An approver's decision is not capped: a fourth grant through approval.
+    const manual = await create('minter@contoso.com', 'New-JournalRule');
+    expect(manual.status).toBe(201);
+    expect((await decide(gw.controlUrl, 'approve', 'alice@contoso.com', manual.body.id)).body.status).toBe('approved');
+    expect((await create('minter@contoso.com', 'Search-Mailbox')).status).toBe(429);
+
+    // Revoking two of the four leaves 2 < 3: one more at once, then the cap holds again.
+    expect((await decide(gw.controlUrl, 'revoke', 'root@contoso.com', ids[0]!)).status).toBe(200);
+    expect((await decide(gw.controlUrl, 'revoke', 'root@contoso.com', ids[1]!)).status).toBe(200);
+    expect((await create('minter@contoso.com', 'Search-Mailbox')).status).toBe(201);
+    expect((await create('minter@contoso.com', 'Search-Mailbox')).status).toBe(429);
+
+    gw.clock.advanceHours(5); // grants last 4 h
+    for (let i = 0; i < 3; i++) expect((await create('minter@contoso.com', 'Search-Mailbox')).status).toBe(201);
+    expect((await create('minter@contoso.com', 'Search-Mailbox')).status).toBe(429);
+  });
+});
+
 describe('embedded journal values', () => {
   it('gives back exactly what was set, before and after a reopen: non-ASCII text, lone surrogates, non-string JSON; refuses Buffers', async () => {
     const dir = await tempDir();
