@@ -18,12 +18,13 @@ export function isGateableTarget(target: string): boolean {
   return GATEABLE.test(decoded) || GATEABLE.test(resolveSegments(decoded));
 }
 
-/** Scheme and authority, query and fragment removed; fully percent-decoded; Unicode-folded. */
+/**
+ * Query and fragment removed; fully percent-decoded; Unicode-folded. An absolute-form target
+ * (`http://host/adminapi/...`, refused by the listener but audited when gateable) keeps its
+ * authority: where the host ends is what parsers disagree on (`http://a%2fadminapi%2f…`).
+ */
 function decodedPath(target: string): string | null {
   let path = target;
-  // absolute-form (`POST http://host/adminapi/...`) addresses the same resource
-  const scheme = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i.exec(path);
-  if (scheme) path = path.slice(scheme[0].length) || '/';
   const cut = path.search(/[?#]/);
   if (cut >= 0) path = path.slice(0, cut);
 

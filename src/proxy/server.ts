@@ -57,10 +57,8 @@ export function createProxyServer(ctx: ProxyContext, forwarder: Forwarder, limit
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const refusal = refuseHead(req, limits);
     if (refusal !== null) {
-      ctx.onDecision?.('reject', refusal.status);
-      sendError(res, refusal.status, { code: refusal.status === 431 ? 'RequestHeaderFieldsTooLarge' : 'BadRequest', message: `${refusal.message}; the request was not forwarded` }, { connection: 'close' });
       req.resume();
-      return;
+      return refuse(ctx, req, res, refusal.status, refusal.status === 431 ? 'RequestHeaderFieldsTooLarge' : 'BadRequest', refusal.message);
     }
     readBody(ctx, req, res, ctx.policies().settings.maxBodyBytes, (body) => {
       handle(ctx, forwarder, req, res, body).catch((err: unknown) => {
@@ -140,11 +138,20 @@ function readBody(ctx: ProxyContext, req: IncomingMessage, res: ServerResponse, 
 function tooLarge(ctx: ProxyContext, req: IncomingMessage, res: ServerResponse, limit: number): void {
   req.resume();
   res.on('finish', () => req.socket.destroySoon());
-  const answer = (): void => sendError(res, 413, { code: 'RequestTooLarge', message: `request body exceeds ${limit} bytes; it was not forwarded` }, { connection: 'close' });
+  refuse(ctx, req, res, 413, 'RequestTooLarge', `request body exceeds ${limit} bytes`);
+}
+
+/**
+ * Refuses a request before its body is read, closing the connection (where the next request
+ * starts is not to be trusted). On a route that could run commands, an attempt at a gated task
+ * may be among them: the refusal is audited first, and without the audit record it is a 503.
+ */
+function refuse(ctx: ProxyContext, req: IncomingMessage, res: ServerResponse, status: 400 | 413 | 431, code: string, reason: string): void {
+  ctx.onDecision?.('reject', status);
+  const answer = (): void => sendError(res, status, { code, message: `${reason}; the request was not forwarded` }, { connection: 'close' });
   const url = req.url ?? '/';
-  if (!isGateableTarget(url)) return answer();
-  ctx.onDecision?.('reject', 413);
-  void auditReject(ctx, req.socket.remoteAddress ?? null, url, `request body exceeds ${limit} bytes`, false).then((recorded) => (recorded ? answer() : auditUnavailable(ctx, res)));
+  if (!isGateableTarget(url) && !alternateTargets(req, ctx.upstreamBasePath).some(isGateableTarget)) return answer();
+  void auditReject(ctx, req.socket.remoteAddress ?? null, url, reason, false).then((recorded) => (recorded ? answer() : auditUnavailable(ctx, res)));
 }
 
 

@@ -87,6 +87,12 @@ describe('header limits', () => {
     const r = await send(s.proxy, { target: INVOKE, headers: many, body: UNGATED });
     expect(r.status).toBe(431);
     expect(await s.upstream.executed()).toEqual([]);
+    // On the command route the refusal is on record (the body was never read: it may hold a gated task).
+    expect((await s.auditEvents()).at(-1)).toMatchObject({ type: 'task.blocked', actor: null, reason: 'more than 100 header fields', path: INVOKE });
+    // Elsewhere it is not.
+    const before = (await s.auditEvents()).length;
+    expect((await send(s.proxy, { target: '/healthz-of-upstream', headers: many })).status).toBe(431);
+    expect(await s.auditEvents()).toHaveLength(before);
   });
 });
 

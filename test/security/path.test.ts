@@ -104,8 +104,13 @@ describe('path bypasses', () => {
     ];
     for (const target of targets) {
       for (const headers of [{ Authorization: s.auth.eve! }, {}]) {
+        const before = (await s.auditEvents()).length;
         const r = await send(s.proxy, { target, headers, body: GATED });
         expect(r.status, `${target} → ${r.body}`).toBe(400);
+        // Each target that names the command endpoint is an attempt on record; "*" names none.
+        const recorded = (await s.auditEvents()).slice(before);
+        if (target === '*') expect(recorded).toEqual([]);
+        else expect(recorded, target).toMatchObject([{ type: 'task.blocked', reason: 'the request target must be a path starting with "/"', path: target }]);
       }
     }
     await s.expectNothingGated();

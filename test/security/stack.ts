@@ -1,4 +1,4 @@
-import { rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { expect } from 'vitest';
 import { startTestGateway, type TestClock, type TestGateway } from '../helpers/gateway.js';
 import { api } from '../helpers/http.js';
@@ -18,6 +18,8 @@ export interface Stack {
   auth: Record<string, string>;
   /** Asserts the upstream ran no gated cmdlet (since the last reset). */
   expectNothingGated(): Promise<void>;
+  /** The audit file's events so far (single requests are in audit.jsonl once answered). */
+  auditEvents(): Promise<Array<Record<string, unknown>>>;
   /** Files a request as `requester` and has `approvers` approve it; returns its id. */
   grant(requester: string, body: Record<string, unknown>, ...approvers: string[]): Promise<string>;
   stop(): Promise<void>;
@@ -48,6 +50,9 @@ export async function startStack(opts: { policies?: string; clock?: TestClock } 
     auth,
     async expectNothingGated() {
       expect(await upstream.gatedExecuted()).toEqual([]);
+    },
+    async auditEvents() {
+      return (await readFile(gw.audit.path, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     },
     async grant(requester, body, ...approvers) {
       const created = await api(gw.controlUrl, 'POST', '/api/requests', raw[requester], { reason: 'security test', ...body });
