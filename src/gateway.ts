@@ -225,8 +225,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         await sync?.stop();
         forwarder.close();
         await demo?.close();
-        await mailer?.flush();
-        mailer?.close();
+        await mailer?.stop();
         await audit.close();
         await store.close();
         await lock.release();

@@ -80,6 +80,8 @@ const notify = z.strictObject({
   from: z.string().regex(/^[^@\s]+@[^@\s]+$/, 'from must be an e-mail address'),
   /** Link to the approver page in mails; default: the control listener's /ui. */
   uiUrl: z.url().optional(),
+  /** Waits before each new try of a mail the server did not take for a passing reason (4xx, connection); [] never retries. */
+  retrySeconds: z.array(z.number().min(0.01).max(3600)).max(10).default([5, 30, 120]),
 });
 
 export const policyFileSchema = z.strictObject({

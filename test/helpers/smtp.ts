@@ -8,13 +8,22 @@ export interface ReceivedMail {
   raw: string;
 }
 
-/** A real SMTP server on loopback that keeps every message it accepts. */
-export async function startSmtpServer(): Promise<{ port: number; mails: ReceivedMail[]; stop(): Promise<void> }> {
+/**
+ * A real SMTP server on loopback that keeps every message it accepts. `refuse` may answer the
+ * n-th MAIL FROM (from 1) with an SMTP reply code instead (421: try later, 550: never).
+ */
+export async function startSmtpServer(opts: { refuse?: (attempt: number) => number | null } = {}): Promise<{ port: number; mails: ReceivedMail[]; attempts(): number; stop(): Promise<void> }> {
   const mails: ReceivedMail[] = [];
+  let attempts = 0;
   const server = new SMTPServer({
     authOptional: true,
     disabledCommands: ['STARTTLS'],
     logger: false,
+    onMailFrom(_address, _session, callback) {
+      const code = opts.refuse?.(++attempts) ?? null;
+      if (code === null) return callback();
+      callback(Object.assign(new Error(code >= 500 ? 'mailbox unavailable' : 'try again later'), { responseCode: code }));
+    },
     onData(stream, session, callback) {
       let raw = '';
       stream.setEncoding('utf8');
@@ -28,5 +37,5 @@ export async function startSmtpServer(): Promise<{ port: number; mails: Received
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.server.address() as AddressInfo).port;
-  return { port, mails, stop: () => new Promise((resolve) => server.close(() => resolve())) };
+  return { port, mails, attempts: () => attempts, stop: () => new Promise((resolve) => server.close(() => resolve())) };
 }

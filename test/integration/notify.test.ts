@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { api } from '../helpers/http.js';
@@ -14,9 +14,26 @@ let gw: TestGateway;
 beforeAll(async () => {
   upstream = await startUpstreamProcess();
   smtp = await startSmtpServer();
-  const policies = TEST_POLICIES.replace('identity:', `notify:\n  smtp: smtp://127.0.0.1:${smtp.port}\n  from: pamgate@contoso.com\nidentity:`);
-  gw = await startTestGateway({ policies, upstreamUrl: upstream.url });
+  gw = await startTestGateway({ policies: withNotify(smtp.port, '[0.2, 0.2]'), upstreamUrl: upstream.url });
 });
+
+function withNotify(port: number, retrySeconds: string): string {
+  return TEST_POLICIES.replace('identity:', `notify:\n  smtp: smtp://127.0.0.1:${port}\n  from: pamgate@contoso.com\n  retrySeconds: ${retrySeconds}\nidentity:`);
+}
+
+async function auditOf(g: TestGateway): Promise<Array<Record<string, unknown>>> {
+  return (await readFile(g.audit.path, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+async function eventually<T>(what: string, probe: () => Promise<T | undefined>, ms = 10_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const hit = await probe();
+    if (hit !== undefined) return hit;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 afterAll(async () => {
   await gw?.close();
   await smtp?.stop();
@@ -51,19 +68,55 @@ it('approvers hear of a new request (not the requester); the requester hears of 
   expect((await mailTo('eve@contoso.com', /denied: New-JournalRule/)).raw).toContain('use a ticket');
 });
 
-it('a mail server that is down never blocks the request; the failure is audited as notify.failed', async () => {
+it('a server that says "try later" gets the mail on a later try; one that refuses it for good is not asked again', async () => {
+  const later = await startSmtpServer({ refuse: (n) => (n <= 2 ? 421 : null) });
+  const never = await startSmtpServer({ refuse: () => 550 });
+  const gwLater = await startTestGateway({ policies: withNotify(later.port, '[0.2, 0.2, 0.2]'), upstreamUrl: upstream.url });
+  const gwNever = await startTestGateway({ policies: withNotify(never.port, '[0.2, 0.2, 0.2]'), upstreamUrl: upstream.url });
+  try {
+    const a = await api(gwLater.controlUrl, 'POST', '/api/requests', await token('eve@contoso.com'), { task: 'Remove-Mailbox', reason: 'leaver' });
+    expect(a.status).toBe(201);
+    await eventually('the mail on the third try', async () => (later.mails.length > 0 ? true : undefined));
+    expect(later.attempts()).toBe(3);
+    expect(later.mails[0]!.to).toEqual(['alice@contoso.com', 'bob@contoso.com']);
+    expect((await auditOf(gwLater)).some((e) => e.type === 'notify.failed')).toBe(false);
+
+    const b = await api(gwNever.controlUrl, 'POST', '/api/requests', await token('eve@contoso.com'), { task: 'Remove-Mailbox', reason: 'leaver' });
+    const failed = await eventually('notify.failed', async () => (await auditOf(gwNever)).find((e) => e.type === 'notify.failed' && e.requestId === b.body.id));
+    expect(failed).toMatchObject({ about: 'request.created', attempts: 1, error: expect.stringContaining('mailbox unavailable') });
+    await new Promise((r) => setTimeout(r, 500)); // longer than the retry waits: no second try came
+    expect(never.attempts()).toBe(1);
+  } finally {
+    await gwLater.close();
+    await gwNever.close();
+    await later.stop();
+    await never.stop();
+    await Promise.all([gwLater, gwNever].map((x) => rm(x.dataDir, { recursive: true, force: true })));
+  }
+});
+
+it('a mail still waiting for its next try when the gateway stops is given up at once, on record', async () => {
+  const later = await startSmtpServer({ refuse: () => 421 });
+  const g = await startTestGateway({ policies: withNotify(later.port, '[60]'), upstreamUrl: upstream.url });
+  try {
+    const r = await api(g.controlUrl, 'POST', '/api/requests', await token('eve@contoso.com'), { task: 'Remove-Mailbox', reason: 'leaver' });
+    await eventually('the first try', async () => (later.attempts() === 1 ? true : undefined));
+    await new Promise((r2) => setTimeout(r2, 100));
+    const started = Date.now();
+    await g.close();
+    expect(Date.now() - started).toBeLessThan(5_000);
+    const failed = (await auditOf(g)).find((e) => e.type === 'notify.failed' && e.requestId === r.body.id);
+    expect(failed).toMatchObject({ attempts: 1, error: expect.stringContaining('the gateway stopped before the mail could be sent again') });
+  } finally {
+    await later.stop();
+    await rm(g.dataDir, { recursive: true, force: true });
+  }
+});
+
+it('a mail server that is down never blocks the request; after the retries the failure is audited as notify.failed', async () => {
   await smtp.stop();
   const created = await api(gw.controlUrl, 'POST', '/api/requests', await token('eve@contoso.com'), { task: 'Remove-Mailbox', reason: 'leaver' });
   expect(created.status).toBe(201);
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const events = (await readFile(gw.audit.path, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-    const failed = events.find((e) => e.type === 'notify.failed' && e.requestId === created.body.id);
-    if (failed) {
-      expect(failed).toMatchObject({ about: 'request.created', to: ['alice@contoso.com', 'bob@contoso.com'] });
-      break;
-    }
-    if (Date.now() > deadline) throw new Error('no notify.failed event');
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  const failed = await eventually('notify.failed', async () => (await auditOf(gw)).find((e) => e.type === 'notify.failed' && e.requestId === created.body.id));
+  expect(failed).toMatchObject({ about: 'request.created', to: ['alice@contoso.com', 'bob@contoso.com'], attempts: 3 });
 });
