@@ -71,7 +71,7 @@ const CONNS = Number(opt.connections ?? 32);
 const LARGE_POLICIES = Number(opt.policies ?? (SMOKE ? 1_000 : 10_000));
 const LARGE_GRANTS = Number(opt.grants ?? (SMOKE ? 10_000 : 100_000));
 /** Node flags the product starts the gateway with (Dockerfile CMD, `npm start`; test/unit/node-flags.test.ts keeps them equal with docker-compose.yml's): measured as shipped. */
-const PRODUCT_NODE_FLAGS = ['--initial-old-space-size=192'];
+const PRODUCT_NODE_FLAGS = ['--initial-old-space-size=192', '--no-memory-reducer'];
 const GATEWAY_NODE_FLAGS = opt['gateway-node-args'] !== undefined ? words(opt['gateway-node-args']) : PRODUCT_NODE_FLAGS;
 
 // ---------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ function benchFlags(): string[] {
 describe('the node flags the gateway ships with', () => {
   it('are the same in the Dockerfile, docker-compose.yml, npm start and the benchmark', () => {
     const docker = dockerfileFlags();
-    expect(docker).toContain('--initial-old-space-size=192');
+    expect(docker).toEqual(expect.arrayContaining(['--initial-old-space-size=192', '--no-memory-reducer']));
     expect(composeFlags()).toEqual(docker);
     expect(npmStartFlags()).toEqual(docker);
     expect(benchFlags()).toEqual(docker);
