@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { parsePolicyText } from '../../src/config/load.js';
 import type { JwtConfig } from '../../src/config/schema.js';
 import { TokenVerifier } from '../../src/identity/jwt.js';
+import { TEST_POLICIES } from '../helpers/policies.js';
 
 // Which claim names the user: the configured userClaim, then its fallbacks (contract §3), as the
 // policy file's loader fills them in; every token here is validly signed.
@@ -10,20 +11,8 @@ import { TokenVerifier } from '../../src/identity/jwt.js';
 const SECRET = 'unit-test-secret-0123456789';
 
 function jwtConfig(lines: string): JwtConfig {
-  const text = `version: 1
-settings:
-  defaultApproverGroup: approvers
-groups:
-  approvers: [alice@contoso.com]
-identity:
-  jwt:
-    secret: ${SECRET}
-${lines}
-policies:
-  - id: journal-rules
-    task: New-JournalRule
-`;
-  const r = parsePolicyText(text, 'p.yaml', {});
+  const text = TEST_POLICIES.replace('    secret: ${PAMGATE_JWT_SECRET}\n', `    secret: \${PAMGATE_JWT_SECRET}\n${lines ? lines + '\n' : ''}`);
+  const r = parsePolicyText(text, 'p.yaml', { PAMGATE_JWT_SECRET: SECRET });
   if (!r.ok) throw new Error(JSON.stringify(r.errors));
   return r.config.identity!.jwt;
 }
