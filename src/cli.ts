@@ -5,7 +5,7 @@ import { resolve } from 'node:path';
 import { SignJWT } from 'jose';
 import { verifyAuditFile } from './audit/verify.js';
 import { readAuditEvents } from './audit/search.js';
-import { callApi, CliError, print, type ClientOptions } from './cli/client.js';
+import { callApi, callApiAllPages, CliError, print, type ClientOptions } from './cli/client.js';
 import { explain } from './cli/explain.js';
 import { formatConfigError, loadPolicyFile } from './config/load.js';
 import { ConfigInvalidError, startGateway } from './gateway.js';
@@ -116,7 +116,8 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'requests':
-      print(client, await callApi(client, 'GET', `/api/requests${o.status ? `?status=${encodeURIComponent(o.status)}` : ''}`));
+      // Pages of 200: each answer holds the gateway's event loop (and its proxy) only briefly.
+      print(client, await callApiAllPages(client, `/api/requests?limit=200${o.status ? `&status=${encodeURIComponent(o.status)}` : ''}`));
       return 0;
     case 'approve':
     case 'deny':

@@ -9,6 +9,22 @@ export interface ClientOptions {
 export class CliError extends Error {}
 
 export async function callApi(opts: ClientOptions, method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
+  return (await exchange(opts, method, path, body)).data;
+}
+
+/** A listing across all its pages: follows each answer's `Link: <…>; rel="next"` and joins the arrays. */
+export async function callApiAllPages(opts: ClientOptions, path: string): Promise<unknown[]> {
+  const all: unknown[] = [];
+  for (let next: string | null = path; next !== null; ) {
+    const { data, res } = await exchange(opts, 'GET', next);
+    if (!Array.isArray(data)) throw new CliError(`GET ${next}: expected a list, got ${typeof data}`);
+    all.push(...(data as unknown[]));
+    next = /<([^>]+)>;\s*rel="next"/.exec(res.headers.get('link') ?? '')?.[1] ?? null;
+  }
+  return all;
+}
+
+async function exchange(opts: ClientOptions, method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ data: unknown; res: Response }> {
   if (!opts.token) throw new CliError('PAMGATE_TOKEN is not set: export your bearer token (JWT) first');
   let res: Response;
   try {
@@ -31,7 +47,7 @@ export async function callApi(opts: ClientOptions, method: 'GET' | 'POST', path:
     const message = (data as { error?: { message?: string } })?.error?.message ?? text;
     throw new CliError(`${res.status}: ${message}`);
   }
-  return data;
+  return { data, res };
 }
 
 interface RequestView {

@@ -76,7 +76,13 @@ export function createControlApp(ctx: ControlContext): Hono<Env> {
 
   app.get('/api/requests', (c) => {
     const q = parse(listQuery, c.req.query());
-    return c.json(ctx.service.list(c.get('identity').user, q));
+    const { requests, next } = ctx.service.list(c.get('identity').user, q);
+    // The body stays the array the contract names; where more follow, a Link header says where.
+    if (next !== null) {
+      const query = new URLSearchParams(Object.entries({ ...q, after: next }).filter(([, v]) => v !== undefined).map(([k, v]): [string, string] => [k, String(v)]));
+      c.header('link', `</api/requests?${query}>; rel="next"`);
+    }
+    return c.json(requests);
   });
 
   app.get('/api/requests/:id', (c) => c.json(ctx.service.get(c.req.param('id'), c.get('identity').user)));

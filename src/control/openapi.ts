@@ -73,12 +73,20 @@ export const openApiDocument = {
         responses: { '201': ok('created (auto policies come back approved)', requestObject), ...errors },
       },
       get: {
-        summary: 'List requests visible to the caller',
+        summary: 'List requests visible to the caller, oldest first, a page at a time',
         parameters: [
           { name: 'status', in: 'query', schema: { type: 'string' } },
           { name: 'requester', in: 'query', schema: { type: 'string' } },
+          { name: 'limit', in: 'query', description: 'page size (default and most: 1000)', schema: { type: 'integer', minimum: 1, maximum: 1000 } },
+          { name: 'after', in: 'query', description: 'id of the last request of the previous page', schema: { type: 'string' } },
         ],
-        responses: { '200': ok('requests', { type: 'array', items: requestObject }), ...errors },
+        responses: {
+          '200': {
+            ...ok('requests', { type: 'array', items: requestObject }),
+            headers: { link: { description: 'when more follow: `</api/requests?…&after=ID>; rel="next"`', schema: { type: 'string' } } },
+          },
+          ...errors,
+        },
       },
     },
     '/api/requests/{id}': { get: { summary: 'One request', parameters: idParam, responses: { '200': ok('the request', requestObject), ...errors } } },

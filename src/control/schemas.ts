@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { LIST_LIMIT } from '../grants/service.js';
 
 // Control and format characters have no place in names, tickets or query values, and
 // would make audit lines and approver pages lie about what was asked for.
@@ -32,6 +33,8 @@ export const decisionBody = z.strictObject({ comment: z.string().max(2000).optio
 export const listQuery = z.strictObject({
   status: z.enum(['pending', 'approved', 'denied', 'canceled', 'expired', 'revoked']).optional(),
   requester: printable(320).min(1).optional(),
+  limit: z.coerce.number().int().min(1).max(LIST_LIMIT).optional(),
+  after: printable(200).min(1).optional(),
 });
 
 export const reviewQuery = z.strictObject({

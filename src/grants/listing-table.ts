@@ -52,6 +52,12 @@ export class ListingTable {
     this.#createdAt[slot] = listing.createdAt;
   }
 
+  /** When the request was created (ms), or undefined for an id never set. */
+  createdAt(id: string): number | undefined {
+    const slot = this.#slotOf.get(id);
+    return slot === undefined ? undefined : this.#createdAt[slot];
+  }
+
   /**
    * Calls `visit` for each request, in the order first set. `row` is one object refilled for every
    * call: read it, do not keep it.

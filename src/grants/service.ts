@@ -16,6 +16,18 @@ export interface AuditSink {
   append(event: AuditEvent): Promise<void>;
 }
 
+/** Most requests one page of GET /api/requests holds. */
+export const LIST_LIMIT = 1000;
+
+export interface ListFilter {
+  status?: RequestStatus | undefined;
+  requester?: string | undefined;
+  /** Page size, 1..LIST_LIMIT (default LIST_LIMIT). */
+  limit?: number | undefined;
+  /** Id of the last request of the previous page. */
+  after?: string | undefined;
+}
+
 export interface CreateRequestInput {
   task?: string | undefined;
   role?: string | undefined;
@@ -245,18 +257,33 @@ export class AccessService {
     return this.present(req);
   }
 
-  list(viewer: string, filter: { status?: RequestStatus | undefined; requester?: string | undefined }): AccessRequest[] {
+  /**
+   * The requests `viewer` may see, oldest first (then by id), a page of at most `limit` after
+   * the request `after`; `next` names the last one returned when more follow. Only the page is
+   * materialised: a listing over 100,000 requests must not hold the event loop (and with it the
+   * proxy) for the second it takes to present them all.
+   */
+  list(viewer: string, filter: ListFilter): { requests: AccessRequest[]; next: string | null } {
     const policies = this.policies();
     const now = this.now();
     const requester = filter.requester?.toLowerCase();
+    let from: { createdAt: number; id: string } | null = null;
+    if (filter.after !== undefined) {
+      const createdAt = this.listings.createdAt(filter.after);
+      if (createdAt === undefined) throw new ServiceError(400, `after: no request ${JSON.stringify(filter.after)}`, 'after');
+      from = { createdAt, id: filter.after };
+    }
     const shown: Array<{ id: string; createdAt: number }> = [];
     this.listings.forEach((id, row) => {
+      if (from !== null && (row.createdAt < from.createdAt || (row.createdAt === from.createdAt && id <= from.id))) return;
       if (requester !== undefined && row.requester !== requester) return;
       if (filter.status !== undefined && statusAt(row, now) !== filter.status) return;
       if (model.mayView(row, viewer, policies)) shown.push({ id, createdAt: row.createdAt });
     });
-    shown.sort((a, b) => a.createdAt - b.createdAt);
-    return shown.map(({ id }) => this.present(this.requests.get(id)!));
+    shown.sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const limit = filter.limit ?? LIST_LIMIT;
+    const page = shown.length > limit ? shown.slice(0, limit) : shown;
+    return { requests: page.map(({ id }) => this.present(this.requests.get(id)!)), next: shown.length > limit ? page.at(-1)!.id : null };
   }
 
   /** Grants whose validity overlaps [from, to). */

@@ -3,6 +3,7 @@ import { chromium, type Browser } from 'playwright-core';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { api, invoke } from '../helpers/http.js';
 import { TEST_POLICIES } from '../helpers/policies.js';
+import { runCli } from '../helpers/process.js';
 import { token } from '../helpers/tokens.js';
 import { startUpstreamProcess, type CountingUpstream } from '../helpers/upstream.js';
 
@@ -72,6 +73,45 @@ it('the page refuses what the API refuses: a requester cannot approve their own 
   await row.locator('button.approve').click();
   await page.locator('#message', { hasText: 'approve failed: you cannot approve or deny your own request' }).waitFor();
   expect((await api(gw.controlUrl, 'GET', `/api/requests/${created.body.id}`, bob)).body.status).toBe('pending');
+});
+
+it('a long listing comes in pages: the API links the next one, the CLI follows them all, the page says more exist', async () => {
+  // 201 pending Remove-Mailbox requests (20 per user at most), all for alice's group to decide.
+  const ids: string[] = [];
+  for (let u = 0; ids.length < 201; u++) {
+    const who = await token(`leaver-${u}@contoso.com`);
+    for (let i = 0; i < 20 && ids.length < 201; i++) {
+      const r = await api(gw.controlUrl, 'POST', '/api/requests', who, { task: 'Remove-Mailbox', reason: `leaver ${ids.length}` });
+      expect(r.status, JSON.stringify(r.body)).toBe(201);
+      ids.push(r.body.id);
+    }
+  }
+  const alice = await token('alice@contoso.com');
+  const all = await api(gw.controlUrl, 'GET', '/api/requests?status=pending', alice);
+  const pending = (all.body as Array<{ id: string }>).map((r) => r.id);
+  expect(pending).toEqual(expect.arrayContaining(ids));
+  const res = await fetch(`${gw.controlUrl}/api/requests?status=pending&limit=200`, { headers: { authorization: `Bearer ${alice}` } });
+  const first = (await res.json()) as Array<{ id: string }>;
+  expect(first.map((r) => r.id)).toEqual(pending.slice(0, 200));
+  const link = /<([^>]+)>; rel="next"/.exec(res.headers.get('link') ?? '')?.[1];
+  expect(link).toBe(`/api/requests?status=pending&limit=200&after=${pending[199]}`);
+  const second = await fetch(`${gw.controlUrl}${link}`, { headers: { authorization: `Bearer ${alice}` } });
+  expect(((await second.json()) as Array<{ id: string }>).map((r) => r.id)).toEqual(pending.slice(200));
+  expect(second.headers.get('link')).toBeNull();
+  const bad = await api(gw.controlUrl, 'GET', '/api/requests?after=no-such-id', alice);
+  expect([bad.status, bad.body.error.field]).toEqual([400, 'after']);
+
+  const cli = await runCli(['requests', '--status', 'pending', '--json', '--server', gw.controlUrl], { PAMGATE_TOKEN: alice });
+  expect(cli.code, cli.stderr).toBe(0);
+  expect((JSON.parse(cli.stdout) as Array<{ id: string }>).map((r) => r.id)).toEqual(pending);
+
+  const page = await browser.newPage();
+  await page.goto(`${gw.controlUrl}/ui`);
+  await page.fill('#token', alice);
+  await page.click('button[type=submit]');
+  await page.locator('#more').waitFor();
+  expect(await page.locator('#rows tr[data-id]').count()).toBe(200);
+  expect(await page.locator('#more').textContent()).toContain('showing the oldest 200 pending requests; more exist');
 });
 
 it('serves the page with a strict content security policy', async () => {

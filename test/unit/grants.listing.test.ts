@@ -90,12 +90,49 @@ describe('AccessService.list', () => {
             .map((r) => ({ ...r, status: model.effectiveStatus(r, NOW) }))
             .filter((r) => status === undefined || r.status === status)
             .filter((r) => requester === undefined || r.requester === requester.toLowerCase())
-            .sort((a, b) => a.createdAt.localeCompare(b.createdAt));
-          expect(svc.list(viewer, { status, requester })).toEqual(expected);
+            .sort((a, b) => a.createdAt.localeCompare(b.createdAt) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+          expect(svc.list(viewer, { status, requester })).toEqual({ requests: expected, next: null });
         },
       ),
       { numRuns: 300 },
     );
+  });
+
+  it('pages: following `next` with any page size gives the whole listing once, in order, each page at most `limit`', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(request, { maxLength: 40 }),
+        fc.constantFrom(...VIEWERS),
+        fc.option(fc.constantFrom(...STATUSES), { nil: undefined }),
+        fc.integer({ min: 1, max: 12 }),
+        async (drafts, viewer, status, limit) => {
+          const requests = drafts.map((d, i) => ({ ...d, id: `r${i}` }));
+          const svc = service(requests);
+          await svc.load();
+          const whole = svc.list(viewer, { status }).requests;
+          const paged: AccessRequest[] = [];
+          let after: string | undefined;
+          for (let pages = 0; ; pages++) {
+            expect(pages).toBeLessThanOrEqual(whole.length);
+            const page = svc.list(viewer, { status, limit, after });
+            expect(page.requests.length).toBeLessThanOrEqual(limit);
+            paged.push(...page.requests);
+            if (page.next === null) break;
+            expect(page.requests).toHaveLength(limit);
+            expect(page.next).toBe(page.requests.at(-1)!.id);
+            after = page.next;
+          }
+          expect(paged).toEqual(whole);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('refuses a cursor that names no request', async () => {
+    const svc = service([]);
+    await svc.load();
+    expect(() => svc.list(VIEWERS[0]!, { after: 'nope' })).toThrow(/after: no request "nope"/);
   });
 });
 

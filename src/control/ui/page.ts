@@ -108,11 +108,18 @@ async function decide(id, verb) {
   await load();
 }
 
+// One page of the listing: the API answers at most this many at a time and says (Link) when more follow.
+const PAGE = 200;
+
 async function load() {
   const status = $('status').value;
   let list;
+  let more = false;
   try {
-    list = await api('GET', '/api/requests' + (status ? '?status=' + status : ''));
+    const res = await fetch('/api/requests?limit=' + PAGE + (status ? '&status=' + status : ''), { headers: { authorization: 'Bearer ' + state.token } });
+    list = await res.json().catch(() => ({}));
+    if (!res.ok) throw new Error((list.error && list.error.message) || res.statusText);
+    more = /rel="next"/.test(res.headers.get('link') || '');
   } catch (err) {
     say('cannot load requests: ' + err.message, true);
     if (/token/i.test(err.message)) signOut();
@@ -142,9 +149,12 @@ async function load() {
     tr.append(actions);
     rows.append(tr);
   }
-  if (list.length === 0) {
+  const note = list.length === 0 ? 'no ' + (status ? status + ' ' : '') + 'requests'
+    : more ? 'showing the oldest ' + list.length + ' ' + (status ? status + ' ' : '') + 'requests; more exist: choose a status, or list them all with pamgate requests' : '';
+  if (note) {
     const tr = document.createElement('tr');
-    const td = cell('no ' + (status ? status + ' ' : '') + 'requests');
+    tr.id = more ? 'more' : 'none';
+    const td = cell(note);
     td.colSpan = 8;
     tr.append(td);
     rows.append(tr);
