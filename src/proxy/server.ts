@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { AuditEvent } from '../audit/log.js';
 import { classifyExchange } from '../classify/exchange.js';
@@ -6,6 +7,7 @@ import { isGateableTarget } from '../classify/path.js';
 import type { TokenVerifier } from '../identity/jwt.js';
 import type { PolicySet } from '../policy/compile.js';
 import { decide, type Command, type Decision, type Grant, type Identity, type Verdict } from '../policy/decide.js';
+import { onClientError } from './client-error.js';
 import type { Forwarder } from './forward.js';
 import { PATH_OVERRIDE_HEADERS, SENSITIVE_HEADERS } from './headers.js';
 import { errorBody, sendError, sendErrorBody } from './responses.js';
@@ -78,6 +80,9 @@ export function createProxyServer(ctx: ProxyContext, forwarder: Forwarder, limit
     },
     onRequest,
   );
+  server.on('clientError', (err: Error, socket: Socket) =>
+    onClientError({ auditRefusal: (remote, path, reason) => auditReject(ctx, remote, path, reason, false), onRefused: (status) => ctx.onDecision?.('reject', status), refusedBefore: (sock) => refusedSockets.has(sock) }, err, socket),
+  );
   // Node silently drops header fields past maxHeadersCount; keep one more so refuseHead can see the excess and refuse.
   server.maxHeadersCount = limits.maxHeaders + 1;
   server.keepAliveTimeout = 5_000;
@@ -141,6 +146,9 @@ function tooLarge(ctx: ProxyContext, req: IncomingMessage, res: ServerResponse, 
   refuse(ctx, req, res, 413, 'RequestTooLarge', `request body exceeds ${limit} bytes`);
 }
 
+/** Connections whose request was refused here: the parser may still fail on the rest of it, which is not another attempt. */
+const refusedSockets = new WeakSet<Socket>();
+
 /**
  * Refuses a request before its body is read, closing the connection (where the next request
  * starts is not to be trusted). On a route that could run commands, an attempt at a gated task
@@ -148,6 +156,7 @@ function tooLarge(ctx: ProxyContext, req: IncomingMessage, res: ServerResponse, 
  */
 function refuse(ctx: ProxyContext, req: IncomingMessage, res: ServerResponse, status: 400 | 413 | 431, code: string, reason: string): void {
   ctx.onDecision?.('reject', status);
+  refusedSockets.add(req.socket);
   const answer = (): void => sendError(res, status, { code, message: `${reason}; the request was not forwarded` }, { connection: 'close' });
   const url = req.url ?? '/';
   if (!isGateableTarget(url) && !alternateTargets(req, ctx.upstreamBasePath).some(isGateableTarget)) return answer();

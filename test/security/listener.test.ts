@@ -73,10 +73,15 @@ describe('slow clients', () => {
 });
 
 describe('header limits', () => {
-  it('a header block over 16 KiB is refused (431)', async () => {
+  it('a header block over 16 KiB is refused (431), on the command route on record', async () => {
     const r = await send(s.proxy, { target: INVOKE, headers: { Authorization: s.auth.eve!, 'X-Big': 'a'.repeat(17 * 1024) }, body: GATED });
     expect(r.status).toBe(431);
+    expect(JSON.parse(r.body).error.code).toBe('RequestHeaderFieldsTooLarge');
+    expect((await s.auditEvents()).at(-1)).toMatchObject({ type: 'task.blocked', actor: null, path: INVOKE, reason: 'the request head is over the size limit (HPE_HEADER_OVERFLOW)' });
     await s.expectNothingGated();
+    const before = (await s.auditEvents()).length;
+    expect((await send(s.proxy, { target: '/adminapi/beta/contoso/Mailbox', headers: { 'X-Big': 'a'.repeat(17 * 1024) } })).status).toBe(431);
+    expect(await s.auditEvents()).toHaveLength(before);
   });
 
   it('more than 100 header fields are refused (431), not silently truncated', async () => {
@@ -153,8 +158,13 @@ describe('protocol versions, pipelining and framing', () => {
       head([`Authorization: ${s.auth.eve}`, `Content-Length : ${GATED.length}`]) + GATED,
     ];
     for (const bytes of cases) {
+      const before = (await s.auditEvents()).length;
       const r = await exchange(s.proxy, bytes, { timeoutMs: 3_000 });
-      expect(r.responses[0]?.status, bytes.split('\r\n').slice(2, 4).join(' | ')).toBe(400);
+      const label = bytes.split('\r\n').slice(2, 4).join(' | ');
+      expect(r.responses[0]?.status, label).toBe(400);
+      // Refused on the command route: every one is on record, whichever layer refused it.
+      const got = (await s.auditEvents()).slice(before);
+      expect(got, label).toMatchObject([{ type: 'task.blocked', actor: null, path: INVOKE }]);
     }
     await s.expectNothingGated();
   });
