@@ -1,7 +1,7 @@
 import type { Command } from '../policy/decide.js';
 import { taskKey } from '../policy/names.js';
 import { BodyError, decodeContent, decodeText } from './decode.js';
-import { JsonAmbiguityError, parseStrictJson, type JsonObject, type JsonValue } from './json.js';
+import { IGNORABLE, JsonAmbiguityError, parseStrictJson, type JsonObject, type JsonValue } from './json.js';
 import { isGateableTarget } from './path.js';
 
 /** What the Exchange adapter made of a request. */
@@ -74,6 +74,7 @@ function collectCommands(value: JsonValue, out: Command[], budget: { nested: num
     return;
   }
   if (value instanceof Map) {
+    if (value.has('body') && (value.has('method') || value.has('url'))) checkBatchRequest(value);
     if (value.has('cmdletname')) out.push(toCommand(value));
     for (const [key, child] of value) {
       if (key !== 'cmdletname') collectCommands(child, out, budget);
@@ -83,6 +84,37 @@ function collectCommands(value: JsonValue, out: Command[], budget: { nested: num
   if (typeof value === 'string') {
     const inner = nestedDocument(value, budget);
     if (inner !== undefined) collectCommands(inner, out, budget);
+  }
+}
+
+/** Media types whose batch body is the JSON or text itself; any other is base64url bytes (OData JSON Format 4.01 §19.1). */
+const JSON_OR_TEXT = /^\s*(application\/([\w.+-]*\+)?json|text\/[\w.+-]+)\s*(;|$)/i;
+
+/**
+ * A JSON batch request object (`{"method","url","headers","body"}`). The body is read here only
+ * as JSON: one the dispatcher would first base64url-decode (a non-JSON, non-text media type) or
+ * decompress (a content-encoding), or a string that is not a JSON document, could hold any command.
+ */
+function checkBatchRequest(request: JsonObject): void {
+  const headers = request.get('headers');
+  if (headers !== undefined && headers !== null) {
+    if (!(headers instanceof Map)) throw new JsonAmbiguityError('the headers of a batch request must be an object');
+    for (const [name, value] of headers) {
+      if ((name === 'content-encoding' || name === 'transfer-encoding') && !(typeof value === 'string' && /^\s*(identity\s*)?$/i.test(value))) {
+        throw new JsonAmbiguityError(`a batch request with ${name} ${JSON.stringify(value)}: only plain JSON bodies can be read`);
+      }
+      if (name === 'content-type' && !(typeof value === 'string' && JSON_OR_TEXT.test(value))) {
+        throw new JsonAmbiguityError(`a batch request with content-type ${JSON.stringify(value)}: its body would be read as base64url bytes`);
+      }
+    }
+  }
+  const body = request.get('body');
+  if (typeof body === 'string') {
+    try {
+      parseStrictJson(body.trim());
+    } catch {
+      throw new JsonAmbiguityError('a batch request body given as a string must be a JSON document');
+    }
   }
 }
 
@@ -123,7 +155,7 @@ function mentionsCmdletName(s: string): boolean {
     t
       .replace(/\\/g, '')
       .normalize('NFKC')
-      .replace(/\p{Cf}/gu, '')
+      .replace(IGNORABLE, '')
       .toUpperCase()
       .toLowerCase(),
   );

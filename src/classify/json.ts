@@ -11,9 +11,16 @@ export type JsonValue = string | number | boolean | null | JsonValue[] | JsonObj
 /** Object keys are folded with foldKey(); the original spelling is not kept. */
 export type JsonObject = Map<string, JsonValue>;
 
+/**
+ * What a culture-aware comparison (ICU, .NET's InvariantCulture) skips when it matches names:
+ * format and control characters, and the other default-ignorable code points (U+034F, variation
+ * selectors, U+180B–D…).
+ */
+export const IGNORABLE = /[\p{Cf}\p{Cc}\p{Default_Ignorable_Code_Point}]/gu;
+
 /** Folds a property name to the widest equivalence any lenient reader could apply (case, width, invisible characters). */
 export function foldKey(key: string): string {
-  return /^[\x20-\x7e]*$/.test(key) ? key.toLowerCase() : key.normalize('NFKC').replace(/\p{Cf}/gu, '').toUpperCase().toLowerCase();
+  return /^[\x20-\x7e]*$/.test(key) ? key.toLowerCase() : key.normalize('NFKC').replace(IGNORABLE, '').toUpperCase().toLowerCase();
 }
 
 const MAX_DEPTH = 64;

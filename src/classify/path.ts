@@ -1,3 +1,6 @@
+import { isUtf8 } from 'node:buffer';
+import { IGNORABLE } from './json.js';
+
 /**
  * Request-target normalisation: the most any lenient server (IIS/ASP.NET) could make of
  * a path, so a gateable endpoint is recognised behind every spelling that reaches it.
@@ -11,6 +14,15 @@ const GATEABLE = /invokecommand|\$batch|\/batch(?![a-z0-9])/;
 /** Whether a request target could reach an endpoint that runs commands. Unreadable targets could. */
 export function isGateableTarget(target: string): boolean {
   if (SIMPLE_PATH.test(target)) return GATEABLE.test(target.toLowerCase());
+  // Raw bytes in a header value (X-Original-URL…) arrive one char per byte; a server may read them as UTF-8.
+  if (/[\u0080-\u00ff]/.test(target) && /^[\u0000-\u00ff]*$/.test(target)) {
+    const bytes = Buffer.from(target, 'latin1');
+    if (!isUtf8(bytes) || gateablePath(bytes.toString('utf8'))) return true;
+  }
+  return gateablePath(target);
+}
+
+function gateablePath(target: string): boolean {
   const decoded = decodedPath(target);
   if (decoded === null) return true;
   // Checked before and after segment resolution: a server that ignores `;` parameters or
@@ -36,12 +48,14 @@ function decodedPath(target: string): string | null {
   }
   if (/%[0-9a-f]{2}|%u[0-9a-f]{4}/i.test(path)) return null; // still encoded after the bounded rounds
 
+  // Case folding can leave a combining mark (İ lower-cases to i + U+0307): dropped, as ignorable characters are.
   return path
     .normalize('NFKC')
     .replace(/\\/g, '/')
-    .replace(/\p{Cf}/gu, '')
+    .replace(IGNORABLE, '')
     .toUpperCase()
-    .toLowerCase();
+    .toLowerCase()
+    .replace(/\p{M}/gu, '');
 }
 
 function resolveSegments(path: string): string {

@@ -115,6 +115,32 @@ describe('JSON bypasses', () => {
     );
   });
 
+  it('batch request bodies the dispatcher would decode first (base64url for non-JSON media types, content-encodings) are refused', async () => {
+    const hidden = Buffer.from('{"CmdletInput":{"CmdletName":"New-JournalRule","Parameters":{"Name":"exfil"}}}');
+    const part = (headers: Record<string, string>, body: string) => JSON.stringify({ id: '2', method: 'POST', url: '/adminapi/beta/t/InvokeCommand', headers, body });
+    const batch = (second: string) => `{"requests":[{"id":"1","method":"POST","url":"/adminapi/beta/t/InvokeCommand","headers":{"content-type":"application/json"},"body":{"CmdletInput":{"CmdletName":"Get-Mailbox"}}},${second}]}`;
+    const { gzipSync } = await import('node:zlib');
+    await expectEach(
+      [
+        batch(part({ 'content-type': 'application/octet-stream' }, hidden.toString('base64url'))),
+        batch(part({ 'Content-Type': 'application/x-anything' }, hidden.toString('base64'))),
+        batch(part({ 'content-type': 'application/octet-stream', 'content-encoding': 'gzip' }, gzipSync(hidden).toString('base64url'))),
+      ],
+      400,
+      { target: BATCH },
+    );
+    // Without a content type the reference dispatcher reads the string as is; the gateway still refuses a string body that is not JSON.
+    await expectEach([batch(part({}, hidden.toString('base64url'))), batch(part({ 'content-encoding': 'gzip' }, '{}'))], 400, { target: BATCH, lenient: false });
+    // JSON and text media types keep their JSON bodies readable: classified as usual.
+    await expectEach([batch(part({ 'content-type': 'application/json;odata.metadata=minimal' }, hidden.toString())), batch(part({ 'content-type': 'text/plain' }, hidden.toString()))], 403, { target: BATCH });
+  });
+
+  it('control and default-ignorable characters in key names cannot hide CmdletName or a second Parameters', async () => {
+    // Ordinal comparers (the reference upstream) see other keys; a culture-aware one skips these characters.
+    await expectEach(['[{"CmdletInput":{"CmdletName":"Get-Mailbox"}},{"CmdletInput":{"Cmdlet\\u0000Name":"New-JournalRule"}}]', '{"CmdletInput":{"Cmdlet\\u034FName":"New-JournalRule"}}', '{"CmdletInput":{"CmdletName\\uFE0F":"Remove-Mailbox"}}'], 403, { lenient: false });
+    await expectEach(['{"CmdletInput":{"CmdletName":"Add-MailboxPermission","Parameters":{"AccessRights":"ReadPermission"},"Para\\u0000meters":{"AccessRights":"FullAccess"}}}'], 400, { lenient: false });
+  });
+
   it('a string that mentions CmdletName but is not JSON the gateway can read is refused', async () => {
     await expectEach(
       [

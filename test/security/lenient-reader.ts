@@ -11,7 +11,9 @@ import { LenientObject, parseLenientJson, type LenientValue } from './lenient-js
  * - JSON: property names case-insensitive, last duplicate wins, `\uXXXX` escapes;
  * - commands: CmdletInput (or a bare command object), arrays of them, and a JSON batch
  *   envelope `{"requests":[{"method","url","body"}]}` whose bodies may be objects or JSON
- *   strings (as OData JSON batch allows) — every command runs;
+ *   strings (as OData JSON batch allows) — every command runs; a batch body whose request
+ *   `headers` give a media type other than JSON or text/* is a base64url string of the bytes,
+ *   which may carry a `content-encoding` (OData JSON Format 4.01 §19.1);
  * - cmdlet resolution: ignores case and a module prefix, treats U+2010–U+2015 and U+2212 as '-'.
  */
 
@@ -157,11 +159,26 @@ function collectRoot(doc: LenientValue, out: Executed[]): void {
   if (doc instanceof LenientObject) {
     const requests = doc.get('requests');
     if (Array.isArray(requests)) {
-      for (const r of requests) if (r instanceof LenientObject) collectUnit(r.get('body') ?? null, out);
+      for (const r of requests) if (r instanceof LenientObject) collectUnit(batchBody(r), out);
       return;
     }
   }
   collectUnit(doc, out);
+}
+
+/** A batch request's body as the dispatcher hands it on: JSON and text/* as given, other media types base64url-decoded (then their content-encoding undone). */
+function batchBody(request: LenientObject): LenientValue {
+  const body = request.get('body') ?? null;
+  const headers = request.get('headers');
+  const header = (name: string): string | undefined => {
+    if (!(headers instanceof LenientObject)) return undefined;
+    const v = headers.entries.find(([k]) => k.toLowerCase() === name)?.[1];
+    return typeof v === 'string' ? v : undefined;
+  };
+  const type = header('content-type');
+  if (typeof body !== 'string' || type === undefined || /^\s*(application\/([\w.+-]*\+)?json|text\/)/i.test(type)) return body;
+  const bytes = decodeContent(Buffer.from(body, 'base64url'), header('content-encoding'));
+  return decodeText(bytes, type);
 }
 
 /** A command carrier: a command object, {CmdletInput: …}, an array of carriers, or a JSON string of one. */

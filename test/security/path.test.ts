@@ -131,4 +131,17 @@ describe('path bypasses', () => {
     }
     await s.expectNothingGated();
   });
+
+  it('raw UTF-8 bytes in a path-override header are read as UTF-8 too (fullwidth, zero-width), and bytes that are not UTF-8 as a command route', async () => {
+    const raw = (text: string): string => Buffer.from(text, 'utf8').toString('latin1'); // the header's bytes, one char each
+    for (const value of [raw('/adminapi/beta/contoso/\uFF29nvokeCommand'), raw('/adminapi/beta/contoso/Invoke\u200BCommand'), '/adminapi/beta/contoso/\xC0\xAFInvokeCommand']) {
+      const r = await send(s.proxy, { target: '/adminapi/beta/contoso/Mailbox', headers: { Authorization: s.auth.eve!, 'X-Original-URL': value }, body: GATED });
+      expect(r.status, JSON.stringify(value)).toBe(403);
+    }
+    await s.expectNothingGated();
+  });
+
+  it('characters a culture-aware comparison skips or folds away: NUL, other controls, combining marks left by case folding', async () => {
+    await expectBlocked(['/adminapi/beta/contoso/Invoke%00Command', '/adminapi/beta/contoso/%C4%B0nvokeCommand', '/adminapi/beta/contoso/Invoke%CD%8FCommand'], { lenientRoutes: false });
+  });
 });
