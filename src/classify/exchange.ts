@@ -68,16 +68,18 @@ function safeDecode(s: string): string {
  * it sits (CmdletInput, arrays of them, JSON batch envelopes), and any string that
  * itself holds such a document is read too — a superset of what an upstream could run.
  */
-function collectCommands(value: JsonValue, out: Command[], budget: { nested: number }): void {
+function collectCommands(value: JsonValue, out: Command[], budget: { nested: number }, isParameters = false): void {
   if (Array.isArray(value)) {
     for (const item of value) collectCommands(item, out, budget);
     return;
   }
   if (value instanceof Map) {
-    if (value.has('body') && (value.has('method') || value.has('url'))) checkBatchRequest(value);
-    if (value.has('cmdletname')) out.push(toCommand(value));
+    // Any object with a body may be a batch request, whatever else it has; a command's own Parameters are not.
+    if (!isParameters && value.has('body')) checkBatchRequest(value);
+    const isCommand = value.has('cmdletname');
+    if (isCommand) out.push(toCommand(value));
     for (const [key, child] of value) {
-      if (key !== 'cmdletname') collectCommands(child, out, budget);
+      if (key !== 'cmdletname') collectCommands(child, out, budget, isCommand && key === 'parameters');
     }
     return;
   }
@@ -91,30 +93,38 @@ function collectCommands(value: JsonValue, out: Command[], budget: { nested: num
 const JSON_OR_TEXT = /^\s*(application\/([\w.+-]*\+)?json|text\/[\w.+-]+)\s*(;|$)/i;
 
 /**
- * A JSON batch request object (`{"method","url","headers","body"}`). The body is read here only
- * as JSON: one the dispatcher would first base64url-decode (a non-JSON, non-text media type) or
- * decompress (a content-encoding), or a string that is not a JSON document, could hold any command.
+ * A JSON batch request object (`{"method","url","headers","body"}`). Its body is read here only
+ * as JSON. One the dispatcher would first base64url-decode (a string body, unless text/*: what
+ * Microsoft's OData reader does; or any non-JSON, non-text media type) or decompress (a
+ * content-encoding), or text in another charset, could hold any command: refused.
  */
 function checkBatchRequest(request: JsonObject): void {
   const headers = request.get('headers');
+  let contentType: string | undefined;
   if (headers !== undefined && headers !== null) {
     if (!(headers instanceof Map)) throw new JsonAmbiguityError('the headers of a batch request must be an object');
-    for (const [name, value] of headers) {
+    for (const [key, value] of headers) {
+      const name = key.trim().replace(/_/g, '-'); // as CGI-style servers read header names
       if ((name === 'content-encoding' || name === 'transfer-encoding') && !(typeof value === 'string' && /^\s*(identity\s*)?$/i.test(value))) {
         throw new JsonAmbiguityError(`a batch request with ${name} ${JSON.stringify(value)}: only plain JSON bodies can be read`);
       }
-      if (name === 'content-type' && !(typeof value === 'string' && JSON_OR_TEXT.test(value))) {
-        throw new JsonAmbiguityError(`a batch request with content-type ${JSON.stringify(value)}: its body would be read as base64url bytes`);
-      }
+      if (name !== 'content-type') continue;
+      if (typeof value !== 'string' || !JSON_OR_TEXT.test(value)) throw new JsonAmbiguityError(`a batch request with content-type ${JSON.stringify(value)}: its body would be read as base64url bytes`);
+      const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(value)?.[1]?.toLowerCase();
+      if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') throw new JsonAmbiguityError(`a batch request with charset ${JSON.stringify(charset)}: send UTF-8`);
+      if (contentType !== undefined && contentType !== value) throw new JsonAmbiguityError('a batch request with two different content-types');
+      contentType = value;
     }
   }
   const body = request.get('body');
-  if (typeof body === 'string') {
-    try {
-      parseStrictJson(body.trim());
-    } catch {
-      throw new JsonAmbiguityError('a batch request body given as a string must be a JSON document');
-    }
+  if (typeof body !== 'string') return;
+  if (contentType === undefined || !/^\s*text\//i.test(contentType)) {
+    throw new JsonAmbiguityError('a batch request body given as a string is base64url unless its content-type is text/*: send the JSON body as an object');
+  }
+  try {
+    parseStrictJson(body.trim());
+  } catch {
+    throw new JsonAmbiguityError('a batch request body given as text must be a JSON document');
   }
 }
 

@@ -101,10 +101,12 @@ describe('JSON bypasses', () => {
   it('nested JSON strings: batch bodies, CmdletInput and whole documents as strings', async () => {
     const inner = JSON.stringify({ CmdletInput: { CmdletName: 'New-JournalRule' } });
     const escapedKey = '{"Cmdlet\\u004eame":"Remove-Mailbox"}'; // the escape survives one level of string encoding
+    // A batch body as a JSON string: text/* keeps it text (classified); without it, it would be base64url (refused, below).
+    const text = '"headers":{"content-type":"text/plain"},';
     await expectEach(
       [
-        `{"requests":[{"method":"POST","url":"/adminapi/beta/t/InvokeCommand","body":${JSON.stringify(inner)}}]}`,
-        `{"requests":[{"method":"POST","url":"x","body":${JSON.stringify('  ' + JSON.stringify({ CmdletInput: escapedKey }))}}]}`,
+        `{"requests":[{"method":"POST","url":"/adminapi/beta/t/InvokeCommand",${text}"body":${JSON.stringify(inner)}}]}`,
+        `{"requests":[{"method":"POST","url":"x",${text}"body":${JSON.stringify('  ' + JSON.stringify({ CmdletInput: escapedKey }))}}]}`,
         `{"CmdletInput":${JSON.stringify(JSON.stringify({ CmdletName: 'Remove-Mailbox' }))}}`,
         JSON.stringify(inner),
         JSON.stringify(JSON.stringify(inner)),
@@ -129,10 +131,35 @@ describe('JSON bypasses', () => {
       400,
       { target: BATCH },
     );
-    // Without a content type the reference dispatcher reads the string as is; the gateway still refuses a string body that is not JSON.
-    await expectEach([batch(part({}, hidden.toString('base64url'))), batch(part({ 'content-encoding': 'gzip' }, '{}'))], 400, { target: BATCH, lenient: false });
-    // JSON and text media types keep their JSON bodies readable: classified as usual.
-    await expectEach([batch(part({ 'content-type': 'application/json;odata.metadata=minimal' }, hidden.toString())), batch(part({ 'content-type': 'text/plain' }, hidden.toString()))], 403, { target: BATCH });
+    // A string body is base64url unless text/* (Microsoft's OData reader), however it looks, and header names
+    // are read as CGI-style servers read them; the reference dispatcher reads these as is, so not lenient-checked.
+    const b64 = hidden.toString('base64url');
+    const bare = (body: string, extra = '') => `{"requests":[{"id":"1","method":"POST","url":"/adminapi/beta/t/InvokeCommand","body":{"CmdletInput":{"CmdletName":"Get-Mailbox"}}},{${extra}"body":${JSON.stringify(body)}}]}`;
+    await expectEach(
+      [
+        batch(part({}, b64)),
+        batch(part({ 'content-type': 'application/json' }, JSON.stringify(b64))), // a JSON string holding base64
+        batch(part({ Content_Type: 'application/octet-stream' }, b64)),
+        batch(part({ 'content-type ': 'application/octet-stream' }, b64)),
+        batch(part({ 'content-type': 'application/json', 'Content-Type': 'text/plain' }, '{}')),
+        batch(part({ 'content-type': 'text/plain; charset=utf-7' }, '{"+AEM-mdletName":"New-JournalRule"}')),
+        batch(part({ 'content-encoding': 'gzip' }, '{}')),
+        bare(b64, '"headers":{"content-type":"application/octet-stream"},'), // no method, no url
+        bare(b64, '"verb":"POST","href":"/adminapi/beta/t/InvokeCommand",'),
+      ],
+      400,
+      { target: BATCH, lenient: false },
+    );
+    // A batch request without method or url is read like one too: the reference dispatcher decodes it.
+    await expectEach([bare(b64, '"headers":{"content-type":"application/octet-stream"},')], 400, { target: BATCH });
+    // JSON as an object, or as text under text/*: readable, classified as usual.
+    await expectEach([batch(part({ 'content-type': 'text/plain;charset=utf-8' }, hidden.toString())), batch(JSON.stringify({ id: '2', method: 'POST', url: '/x', headers: { 'content-type': 'application/json' }, body: JSON.parse(hidden.toString()) }))], 403, { target: BATCH });
+  });
+
+  it('a cmdlet parameter named Body is a parameter, not a batch request body', async () => {
+    const r = await send(s.proxy, { target: INVOKE, headers: { 'Content-Type': 'application/json' }, body: '{"CmdletInput":{"CmdletName":"Get-Mailbox","Parameters":{"Body":"plain text, not JSON","Identity":"x"}}}' });
+    expect(r.status).toBe(200);
+    expect((await s.upstream.executed()).map((e) => e.cmdlet)).toEqual(['Get-Mailbox']);
   });
 
   it('control and default-ignorable characters in key names cannot hide CmdletName or a second Parameters', async () => {
