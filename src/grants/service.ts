@@ -65,6 +65,8 @@ export class AccessService {
   private requests = new PackedMap<AccessRequest>();
   /** Each user's active grants: what the hot path reads. */
   private readonly grants = new GrantIndex();
+  /** Requests being created per user, not yet committed: counted against the caps. */
+  private readonly creating = new Map<string, number>();
   /** While `load` or `replace` reads many requests: each user's grants so far (see gatherGrants). */
   private gathering: Map<string, Grant[]> | null = null;
   /** What `list` filters and sorts on, per request, so that it parses only what it returns. */
@@ -217,7 +219,17 @@ export class AccessService {
       req = { ...req, status: 'approved', approvedAt: iso, expiresAt: new Date(now + req.durationHours * HOUR).toISOString(), decidedBy: 'auto', decidedAt: iso };
       events.push(this.event('request.approved', 'auto', req, remote, { status: 'approved', expiresAt: req.expiresAt }));
     }
-    return this.commit(req, events, (r) => this.store.put(r));
+    // Until it is committed (audited, stored) the new request counts against its user's caps, so
+    // concurrent creates cannot all pass the checks above.
+    const creating = this.creating.get(actor.user) ?? 0;
+    this.creating.set(actor.user, creating + 1);
+    try {
+      return await this.commit(req, events, (r) => this.store.put(r));
+    } finally {
+      const left = (this.creating.get(actor.user) ?? 1) - 1;
+      if (left === 0) this.creating.delete(actor.user);
+      else this.creating.set(actor.user, left);
+    }
   }
 
   approve(id: string, actor: Identity, comment: string | null, remote: string | null): Promise<AccessRequest> {
@@ -320,12 +332,12 @@ export class AccessService {
   /**
    * Every request is kept (memory, store, journal) for good, so one user must not be able to pile
    * them up: a new request is refused (429) while the user already has the maximum pending.
-   * Counted on this instance's view; concurrent creates can overshoot by their number.
+   * Counted on this instance's view, requests still being created included.
    */
   private assertPendingBelowCap(user: string): void {
     const cap = this.policies().settings.maxPendingPerUser;
     const now = this.now();
-    let pending = 0;
+    let pending = this.creating.get(user) ?? 0;
     for (const id of this.pendingByUser.get(user) ?? []) {
       const req = this.requests.get(id);
       if (req !== undefined && model.effectiveStatus(req, now) === 'pending') pending++;
@@ -342,7 +354,7 @@ export class AccessService {
   private assertActiveBelowCap(user: string): void {
     const cap = this.policies().settings.maxActiveGrantsPerUser;
     const now = this.now();
-    let active = 0;
+    let active = this.creating.get(user) ?? 0;
     for (const g of this.grants.get(user)) if (g.expiresAt > now) active++;
     if (active >= cap) {
       throw new ServiceError(429, `you already hold ${active} active grants, the most one user may hold for a policy to approve at once (${cap}): use those, or let them expire or have them revoked, then ask again`);

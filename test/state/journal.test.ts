@@ -62,6 +62,13 @@ describe('pending requests per user are capped', () => {
     expect((await create('flood@contoso.com')).status).toBe(429);
   });
 
+  it('concurrent requests cannot overshoot the cap: each counts from the moment it is filed', async () => {
+    const replies = await Promise.all(Array.from({ length: 40 }, () => create('burst@contoso.com')));
+    expect(replies.filter((r) => r.status === 201)).toHaveLength(20);
+    expect(replies.filter((r) => r.status === 429)).toHaveLength(20);
+    expect((await create('burst@contoso.com')).status).toBe(429);
+  });
+
   it('pending requests that expired unanswered do not count', async () => {
     for (let i = 0; i < 20; i++) expect((await create('late@contoso.com')).status).toBe(201);
     expect((await create('late@contoso.com')).status).toBe(429);
@@ -113,6 +120,11 @@ describe('auto-approved grants per user are capped', () => {
     gw.clock.advanceHours(5); // grants last 4 h
     for (let i = 0; i < 3; i++) expect((await create('minter@contoso.com', 'Search-Mailbox')).status).toBe(201);
     expect((await create('minter@contoso.com', 'Search-Mailbox')).status).toBe(429);
+
+    // Filed all at once, they still stop at the cap.
+    const replies = await Promise.all(Array.from({ length: 12 }, () => create('burst-minter@contoso.com', 'Search-Mailbox')));
+    expect(replies.filter((r) => r.status === 201)).toHaveLength(3);
+    expect(replies.filter((r) => r.status === 429)).toHaveLength(9);
   });
 });
 
