@@ -114,12 +114,18 @@ export function approve(req: AccessRequest, actor: Identity, comment: string | n
   // Only approvers who are in the group now count: a reload that changes the group discounts the old one's votes.
   const counted = approvals.filter((a) => policies.isMember(group, a.approver)).length;
   if (counted < req.approvalsRequired) return { ...req, approvals };
+  // A reload applies to what is granted too: the policy's current maximum duration and requirements.
+  const policy = policies.policies.get(req.policy)!;
+  if (policy.requireReason && req.reason.trim() === '') throw new TransitionError(409, `policy "${policy.id}" now requires a reason, which this request lacks: it can only be denied or canceled; file a new one`);
+  if (policy.requireTicket && !req.ticket) throw new TransitionError(409, `policy "${policy.id}" now requires a ticket, which this request lacks: it can only be denied or canceled; file a new one`);
+  const durationHours = Math.min(req.durationHours, policy.maxDurationHours);
   return {
     ...req,
     approvals,
+    durationHours,
     status: 'approved',
     approvedAt: iso(now),
-    expiresAt: iso(now + req.durationHours * HOUR),
+    expiresAt: iso(now + durationHours * HOUR),
     decidedBy: actor.user,
     decidedAt: iso(now),
   };

@@ -117,6 +117,25 @@ describe('request state machine', () => {
     expect(model.grantOf(revoked)).toBeNull();
   });
 
+  it('a reloaded policy bounds the grant at approval: its current maximum duration and requirements', () => {
+    const reloaded = (over: Record<string, unknown>) =>
+      new PolicySet(
+        policyFileSchema.parse({
+          version: 1,
+          settings: { defaultApproverGroup: 'approvers', maxDurationHours: 24 },
+          groups: { approvers: ['alice@c.com'] },
+          policies: [{ id: 'p', task: 'New-Thing', maxDurationHours: 8, ...over }],
+        }),
+      );
+    const filed = pending({ durationHours: 8 });
+    const shorter = model.approve(filed, who('alice@c.com'), null, reloaded({ maxDurationHours: 1 }), NOW);
+    expect([shorter.status, shorter.durationHours, shorter.expiresAt]).toEqual(['approved', 1, new Date(NOW + HOUR).toISOString()]);
+    expect(model.approve(filed, who('alice@c.com'), null, reloaded({}), NOW).durationHours).toBe(8);
+    refused(() => model.approve(filed, who('alice@c.com'), null, reloaded({ requireTicket: true }), NOW), 409);
+    expect(model.approve({ ...filed, ticket: 'CHG-1' }, who('alice@c.com'), null, reloaded({ requireTicket: true }), NOW).status).toBe('approved');
+    refused(() => model.approve({ ...filed, reason: '' }, who('alice@c.com'), null, reloaded({ requireReason: true }), NOW), 409);
+  });
+
   it('requireMfa: approvers need an MFA token', () => {
     const req = pending({ policy: 'mfa' });
     refused(() => model.approve(req, who('alice@c.com', ['pwd']), null, set, NOW), 403);
