@@ -105,7 +105,17 @@ function isSpace(c: number): boolean {
 
 function toIdentity(payload: JWTPayload, claims: readonly string[]): Identity | null {
   const user = claims.map((c) => payload[c]).find((v): v is string => typeof v === 'string' && v !== '');
-  if (user === undefined) return null;
+  if (user === undefined || foldsIntoAscii(user)) return null;
   const amr = Array.isArray(payload['amr']) ? payload['amr'].filter((v): v is string => typeof v === 'string') : [];
   return { user: user.toLowerCase(), amr, expiresAt: typeof payload.exp === 'number' ? payload.exp * 1000 : null };
+}
+
+/**
+ * Names compare lower-cased: a non-ASCII character whose lower case holds ASCII (KELVIN SIGN
+ * lower-cases to k, İ to i + U+0307) would let one name pass for another, so it names nobody.
+ */
+function foldsIntoAscii(user: string): boolean {
+  if (/^[\x00-\x7f]*$/.test(user)) return false;
+  for (const ch of user) if (ch.charCodeAt(0) > 0x7f && /[\x00-\x7f]/.test(ch.toLowerCase())) return true;
+  return false;
 }

@@ -32,6 +32,14 @@ describe('identity: the claim that names the user', () => {
     expect(await userOf(c, { upn: ['alice@contoso.com'] })).toBeNull();
   });
 
+  it('a name with a character that lower-cases into ASCII (KELVIN SIGN, dotted İ) names nobody: it would pass for another', async () => {
+    const c = jwtConfig('');
+    expect(await userOf(c, { upn: '\u212Aarl@contoso.com' })).toBeNull();
+    expect(await userOf(c, { upn: '\u0130van@contoso.com', sub: 'ivan@contoso.com' })).toBeNull(); // no fallback past it either
+    expect(await userOf(c, { upn: 'zoë@contoso.com' })).toBe('zoë@contoso.com');
+    expect(await userOf(c, { upn: 'ＫＡＲＬ@contoso.com' })).toBe('ｋａｒｌ@contoso.com'); // fullwidth stays its own name
+  });
+
   it('another userClaim keeps the fallbacks unless they are turned off', async () => {
     expect(await userOf(jwtConfig('    userClaim: oid'), { preferred_username: 'ceo@contoso.com' })).toBe('ceo@contoso.com');
     const strict = jwtConfig('    userClaim: oid\n    userClaimFallback: []');
