@@ -11,6 +11,13 @@ const printable = (max: number) =>
 
 const name = printable(200).trim().min(1);
 
+/** Free text (reasons, comments): lines and tabs, but no other control or invisible characters (bidi overrides would disguise it on the approver page). */
+const prose = (max: number) =>
+  z
+    .string()
+    .max(max)
+    .regex(/^(?:[^\p{Cc}\p{Cf}]|[\n\t])*$/u, 'must not contain control or invisible characters (other than line breaks and tabs)');
+
 /** A PowerShell parameter name, as a policy's `parameters` rules name them. */
 const parameterName = z
   .string()
@@ -21,14 +28,14 @@ export const createRequestBody = z
   .strictObject({
     task: name.optional(),
     role: name.optional(),
-    reason: z.string().max(2000).optional(),
+    reason: prose(2000).optional(),
     durationHours: z.number().positive().max(24 * 365).optional(),
     parameters: z.record(parameterName, z.string().max(1000)).optional(),
     ticket: printable(200).optional(),
   })
   .refine((b) => (b.task === undefined) !== (b.role === undefined), { message: 'give exactly one of task or role', path: ['task'] });
 
-export const decisionBody = z.strictObject({ comment: z.string().max(2000).optional() });
+export const decisionBody = z.strictObject({ comment: prose(2000).optional() });
 
 export const listQuery = z.strictObject({
   status: z.enum(['pending', 'approved', 'denied', 'canceled', 'expired', 'revoked']).optional(),

@@ -77,10 +77,13 @@ describe('control API input validation', () => {
       [{ task, reason: 'r', ticket: 5 }, 'ticket'],
       [{ task, reason: 'r', ticket: 'x'.repeat(201) }, 'ticket'],
       [{ task, reason: 'r', ticket: 'CHG\u202E1' }, 'ticket'],
+      [{ task, reason: 'rotation \u202Etxt.exe' }, 'reason'],
+      [{ task, reason: 'nul\u0000byte' }, 'reason'],
       [{ task, reason: 'r', foo: 1 }, 'foo'],
       [{ Task: task, reason: 'r' }, 'Task'],
     ];
     for (const [body, field] of cases) expectField(await api(s.control, 'POST', '/api/requests', t.eve, body), field, JSON.stringify(body));
+    expect((await api(s.control, 'POST', '/api/requests', t.eve, { task, reason: 'CHG-12:\n\tline two — Zoë' })).status).toBe(201); // lines and tabs are prose
     expectField(await rawPost('/api/requests', 'eve', `{"task":"${task}","reason":"r","__proto__":{"status":"approved"}}`), '__proto__', '__proto__');
   });
 
@@ -95,6 +98,7 @@ describe('control API input validation', () => {
     const id = await create('eve', { task: 'Remove-Mailbox' });
     expectField(await api(s.control, 'POST', `/api/requests/${id}/approve`, t.alice, { comment: 5 }), 'comment', 'comment type');
     expectField(await api(s.control, 'POST', `/api/requests/${id}/deny`, t.alice, { comment: 'x'.repeat(2001) }), 'comment', 'comment length');
+    expectField(await api(s.control, 'POST', `/api/requests/${id}/deny`, t.alice, { comment: 'fine\u200B' }), 'comment', 'invisible characters in a comment');
     expectField(await api(s.control, 'POST', `/api/requests/${id}/approve`, t.alice, { comment: 'ok', approvals: 99 }), 'approvals', 'unknown field');
     expect((await rawPost(`/api/requests/${id}/approve`, 'alice', '{"comment":')).status).toBe(400);
     expectField(await api(s.control, 'GET', '/api/requests?status=bogus', t.eve), 'status', 'status');
