@@ -44,7 +44,8 @@ function reject(status: 400 | 413, message: string): Classification {
   return { kind: 'reject', status, message };
 }
 
-function mayRunCommands(head: RequestHead): boolean {
+/** Whether the request's target (or a target it could be routed on instead) may reach an endpoint that runs commands. */
+export function mayRunCommands(head: Pick<RequestHead, 'url' | 'alternateUrls'>): boolean {
   if (isGateableTarget(head.url) || queryMentionsCmdlet(head.url)) return true;
   return head.alternateUrls !== undefined && head.alternateUrls.some((url) => isGateableTarget(url) || queryMentionsCmdlet(url));
 }

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
-import { isGateableTarget } from '../classify/path.js';
-import { errorBody } from './responses.js';
+import { mayRunCommands } from '../classify/exchange.js';
+import { AUDIT_UNAVAILABLE, errorBody } from './responses.js';
 
 /** What a request the HTTP parser refused (a head over the limit, conflicting framing, garbage) is answered with. */
 const REFUSALS: Record<string, { status: number; reason: string; code: string; message: string }> = {
@@ -31,10 +31,10 @@ export function onClientError(ctx: ClientErrorContext, err: NodeJS.ErrnoExceptio
   const refusal = (err.code !== undefined ? REFUSALS[err.code] : undefined) ?? MALFORMED;
   ctx.onRefused?.(refusal.status);
   const target = requestTarget(err.rawPacket);
-  if (target === null || !isGateableTarget(target)) return answer(socket, refusal, err);
+  if (target === null || !mayRunCommands({ url: target })) return answer(socket, refusal, err);
   const reason = `${refusal.message} (${err.code ?? 'parse error'})`;
   void ctx.auditRefusal(socket.remoteAddress ?? null, target, reason).then((recorded) =>
-    answer(socket, recorded ? refusal : { status: 503, reason: 'Service Unavailable', code: 'AuditUnavailable', message: 'the audit log cannot be written, so gated tasks are refused (fail closed); try again later' }, err),
+    answer(socket, recorded ? refusal : { status: 503, reason: 'Service Unavailable', ...AUDIT_UNAVAILABLE }, err),
   );
 }
 
@@ -42,7 +42,8 @@ function answer(socket: Socket, refusal: { status: number; reason: string; code:
   // As Node does: no answer once a response on this connection has started (it would corrupt it).
   const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
   if (socket.writable && (inFlight === undefined || inFlight === null || !inFlight.headersSent)) {
-    const body = errorBody({ code: refusal.code, message: `${refusal.message}; the request was not forwarded` });
+    const message = refusal.status === 503 ? refusal.message : `${refusal.message}; the request was not forwarded`;
+    const body = errorBody({ code: refusal.code, message });
     socket.write(`HTTP/1.1 ${refusal.status} ${refusal.reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${body.length}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n`);
     socket.write(body);
   }

@@ -9,6 +9,9 @@ export interface GatewayError {
   requestUrl?: string;
 }
 
+/** The answer to a gated request while the audit file cannot take its record (fail closed). */
+export const AUDIT_UNAVAILABLE: GatewayError = Object.freeze({ code: 'AuditUnavailable', message: 'the audit log cannot be written, so gated tasks are refused (fail closed); try again later' });
+
 export function errorBody(error: GatewayError): Buffer {
   return Buffer.from(JSON.stringify({ error }), 'utf8');
 }

@@ -2,15 +2,14 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { AuditEvent } from '../audit/log.js';
-import { classifyExchange } from '../classify/exchange.js';
-import { isGateableTarget } from '../classify/path.js';
+import { classifyExchange, mayRunCommands } from '../classify/exchange.js';
 import type { TokenVerifier } from '../identity/jwt.js';
 import type { PolicySet } from '../policy/compile.js';
 import { decide, type Command, type Decision, type Grant, type Identity, type Verdict } from '../policy/decide.js';
 import { onClientError } from './client-error.js';
 import type { Forwarder } from './forward.js';
 import { PATH_OVERRIDE_HEADERS, SENSITIVE_HEADERS } from './headers.js';
-import { errorBody, sendError, sendErrorBody } from './responses.js';
+import { AUDIT_UNAVAILABLE, errorBody, sendError, sendErrorBody } from './responses.js';
 
 /** What the data path reads on every request; swapped as a whole on policy reload. */
 export interface ProxyContext {
@@ -159,7 +158,7 @@ function refuse(ctx: ProxyContext, req: IncomingMessage, res: ServerResponse, st
   refusedSockets.add(req.socket);
   const answer = (): void => sendError(res, status, { code, message: `${reason}; the request was not forwarded` }, { connection: 'close' });
   const url = req.url ?? '/';
-  if (!isGateableTarget(url) && !alternateTargets(req, ctx.upstreamBasePath).some(isGateableTarget)) return answer();
+  if (!mayRunCommands({ url, alternateUrls: alternateTargets(req, ctx.upstreamBasePath) })) return answer();
   void auditReject(ctx, req.socket.remoteAddress ?? null, url, reason, false).then((recorded) => (recorded ? answer() : auditUnavailable(ctx, res)));
 }
 
@@ -270,7 +269,7 @@ function auditReject(ctx: ProxyContext, remote: string | null, path: string, rea
 
 function auditUnavailable(ctx: ProxyContext, res: ServerResponse): void {
   ctx.onDecision?.('error', 503);
-  sendError(res, 503, { code: 'AuditUnavailable', message: 'the audit log cannot be written, so gated tasks are refused (fail closed); try again later' }, { 'retry-after': '5' });
+  sendError(res, 503, AUDIT_UNAVAILABLE, { 'retry-after': '5' });
 }
 
 function anyGated(commands: readonly Command[], policies: PolicySet): boolean {

@@ -66,7 +66,8 @@ export const UI_JS = `
 const $ = (id) => document.getElementById(id);
 const state = { token: sessionStorage.getItem('pamgate.token') || '' };
 
-async function api(method, path, body) {
+/** The answer's data and whether a next page follows (Link rel="next"); throws the API's error message. */
+async function call(method, path, body) {
   const res = await fetch(path, {
     method,
     headers: { authorization: 'Bearer ' + state.token, ...(body ? { 'content-type': 'application/json' } : {}) },
@@ -74,7 +75,11 @@ async function api(method, path, body) {
   });
   const data = await res.json().catch(() => ({}));
   if (!res.ok) throw new Error((data.error && data.error.message) || res.statusText);
-  return data;
+  return { data, more: /rel="next"/.test(res.headers.get('link') || '') };
+}
+
+async function api(method, path, body) {
+  return (await call(method, path, body)).data;
 }
 
 function say(text, isError) {
@@ -116,10 +121,7 @@ async function load() {
   let list;
   let more = false;
   try {
-    const res = await fetch('/api/requests?limit=' + PAGE + (status ? '&status=' + status : ''), { headers: { authorization: 'Bearer ' + state.token } });
-    list = await res.json().catch(() => ({}));
-    if (!res.ok) throw new Error((list.error && list.error.message) || res.statusText);
-    more = /rel="next"/.test(res.headers.get('link') || '');
+    ({ data: list, more } = await call('GET', '/api/requests?limit=' + PAGE + (status ? '&status=' + status : '')));
   } catch (err) {
     say('cannot load requests: ' + err.message, true);
     if (/token/i.test(err.message)) signOut();
