@@ -185,7 +185,11 @@ export class AccessService {
     const { policy, tasks } = resolveTarget(input, policies);
     if (policy.requireReason && !input.reason?.trim()) throw new ServiceError(400, `policy "${policy.id}" requires a reason`, 'reason');
     if (policy.requireTicket && !input.ticket?.trim()) throw new ServiceError(400, `policy "${policy.id}" requires a ticket`, 'ticket');
-    if (policy.requireMfa && !actor.amr.includes('mfa')) throw new ServiceError(403, `policy "${policy.id}" requires an MFA-authenticated token`);
+    if (policy.requireMfa && !actor.amr.includes('mfa')) {
+      const message = `policy "${policy.id}" requires an MFA-authenticated token`;
+      await this.auditRefusal({ type: 'request.refused', actor: actor.user, task: input.task ?? input.role ?? null, policy: policy.id, requestId: null, remote, action: 'create', error: message });
+      throw new ServiceError(403, message);
+    }
     if (input.parameters !== undefined) checkRequestedParameters(policy, input.parameters);
     if (policy.approval === 'auto') this.assertActiveBelowCap(actor.user);
 
@@ -233,7 +237,7 @@ export class AccessService {
   }
 
   approve(id: string, actor: Identity, comment: string | null, remote: string | null): Promise<AccessRequest> {
-    return this.transition(id, remote, (req, now) => {
+    return this.transition(id, { actor: actor.user, action: 'approve', remote }, (req, now) => {
       const next = model.approve(req, actor, comment, this.policies(), now);
       const extra = { status: next.status, approvals: next.approvals.length, approvalsRequired: next.approvalsRequired, comment, expiresAt: next.expiresAt };
       return [next, this.event('request.approved', actor.user, next, remote, extra)];
@@ -241,21 +245,21 @@ export class AccessService {
   }
 
   deny(id: string, actor: Identity, comment: string | null, remote: string | null): Promise<AccessRequest> {
-    return this.transition(id, remote, (req, now) => {
+    return this.transition(id, { actor: actor.user, action: 'deny', remote }, (req, now) => {
       const next = model.deny(req, actor, comment, this.policies(), now);
       return [next, this.event('request.denied', actor.user, next, remote, { comment })];
     });
   }
 
   cancel(id: string, actor: Identity, remote: string | null): Promise<AccessRequest> {
-    return this.transition(id, remote, (req, now) => {
+    return this.transition(id, { actor: actor.user, action: 'cancel', remote }, (req, now) => {
       const next = model.cancel(req, actor, now);
       return [next, this.event('request.canceled', actor.user, next, remote)];
     });
   }
 
   revoke(id: string, actor: Identity, comment: string | null, remote: string | null): Promise<AccessRequest> {
-    return this.transition(id, remote, (req, now) => {
+    return this.transition(id, { actor: actor.user, action: 'revoke', remote }, (req, now) => {
       const next = model.revoke(req, actor, comment, this.policies(), now);
       return [next, this.event('grant.revoked', actor.user, next, remote, { comment })];
     });
@@ -374,7 +378,7 @@ export class AccessService {
    */
   private async transition(
     id: string,
-    _remote: string | null,
+    by: { actor: string; action: 'approve' | 'deny' | 'cancel' | 'revoke'; remote: string | null } | null,
     step: (req: AccessRequest, now: number) => [AccessRequest, AuditEvent],
   ): Promise<AccessRequest> {
     try {
@@ -389,8 +393,11 @@ export class AccessService {
         try {
           [next, event] = step(current, this.now());
         } catch (err) {
-          if (err instanceof model.TransitionError) throw new ServiceError(err.status, err.message);
-          throw err;
+          if (!(err instanceof model.TransitionError)) throw err;
+          // Someone acting beyond their rights (approving their own request, deciding for another
+          // group) is on the record; a wrong state (409) is not an attempt at anything.
+          if (err.status === 403 && by !== null) await this.auditRefusal(this.event('request.refused', by.actor, current, by.remote, { action: by.action, error: err.message }));
+          throw new ServiceError(err.status, err.message);
         }
         return this.commit(next, [event], put);
       });
@@ -418,6 +425,18 @@ export class AccessService {
     this.remember(req);
     for (const listener of this.listeners) listener(req, events);
     return this.present(req);
+  }
+
+  /**
+   * Records a refused attempt before it is answered. The attempt is refused whether or not the
+   * record can be written (refusing needs no audit to be safe), so a failure here is only logged.
+   */
+  private async auditRefusal(event: AuditEvent): Promise<void> {
+    try {
+      await this.audit.append(event);
+    } catch {
+      // the 403 stands; the audit's own failure is reported by readiness and its writer
+    }
   }
 
   /** Mirrors a request in memory and keeps its requester's grant list current. Never moves a request backwards. */

@@ -192,3 +192,38 @@ describe('expiry (TestClock)', () => {
     }
   });
 });
+
+describe('refused changes are on the record', () => {
+  it('a 403 on approve, deny, cancel or revoke is audited as request.refused before the answer; a 409 is not', async () => {
+    const id = await create('eve', { task: 'New-JournalRule' });
+    const attempts: Array<[string, string, string]> = [
+      ['eve', 'approve', 'you cannot approve or deny your own request'],
+      ['alice', 'deny', 'only members of approver group "journal-approvers"'],
+      ['bob', 'cancel', 'only the requester may cancel'],
+    ];
+    for (const [user, action, message] of attempts) {
+      const r = await api(s.control, 'POST', `/api/requests/${id}/${action}`, t[user], action === 'cancel' ? undefined : { comment: 'x' });
+      expect(r.status, `${user} ${action}: ${JSON.stringify(r.body)}`).toBe(403);
+      expect(r.body.error.message).toContain(message);
+    }
+    expect((await approveAs(id, 'carol')).status).toBe(200);
+    const revoke = await api(s.control, 'POST', `/api/requests/${id}/revoke`, t.bob, { comment: 'x' });
+    expect(revoke.status).toBe(403);
+    expect((await approveAs(id, 'dave')).status).toBe(409); // wrong state: not an attempt beyond one's rights
+
+    const refused = (await auditFor(id)).filter((e) => e['type'] === 'request.refused');
+    expect(refused.map((e) => [e['actor'], e['action']])).toEqual([
+      ['eve@contoso.com', 'approve'],
+      ['alice@contoso.com', 'deny'],
+      ['bob@contoso.com', 'cancel'],
+      ['bob@contoso.com', 'revoke'],
+    ]);
+    for (const e of refused) {
+      expect(e['task']).toBe('New-JournalRule');
+      expect(e['requester']).toBe('eve@contoso.com');
+      expect(String(e['error'])).not.toBe('');
+    }
+    // The refusals changed nothing: the grant carol approved still holds.
+    expect((await send(s.proxy, { target: INVOKE, headers: { Authorization: `Bearer ${t.eve}` }, body: invokeBody('New-JournalRule') })).status).toBe(200);
+  });
+});
