@@ -429,13 +429,14 @@ export class AccessService {
 
   /**
    * Records a refused attempt before it is answered. The attempt is refused whether or not the
-   * record can be written (refusing needs no audit to be safe), so a failure here is only logged.
+   * record can be written (refusing needs no audit to be safe), so a failure here is swallowed:
+   * the audit's own failure is what readiness and the gated routes' 503s report.
    */
   private async auditRefusal(event: AuditEvent): Promise<void> {
     try {
       await this.audit.append(event);
     } catch {
-      // the 403 stands; the audit's own failure is reported by readiness and its writer
+      // the 403 stands
     }
   }
 
