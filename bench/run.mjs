@@ -14,6 +14,7 @@
 //   --gateway-node-args="FLAGS"  node flags for the gateways instead of the product's (PRODUCT_NODE_FLAGS)
 //   --with-c-baseline also run http-proxy on scenario (c) (the (c) target compares with http-proxy's (a))
 //   --max-foreign P  rerun a measurement when other processes used more than P% of a CPU (default 10)
+//   --fresh-instances  start the node proxies afresh for every round (default: one process per target for the run)
 //   --data-root DIR  diagnostics: the gateways' data dirs on DIR (e.g. /dev/shm: no disk; NOT durable, flagged in the report)
 //
 // Topology (2+ CPUs): wrk and the counting upstream on CPU 0, the proxy under test on CPU 1,
@@ -56,6 +57,7 @@ const { values: opt } = parseArgs({
     'gateway-node-args': { type: 'string' },
     'with-c-baseline': { type: 'boolean', default: false },
     'data-root': { type: 'string' },
+    'fresh-instances': { type: 'boolean', default: false },
   },
   strict: true,
 });
@@ -67,6 +69,8 @@ const WARMUP = Number(opt.warmup ?? (SMOKE ? 0 : 2));
 /** Seconds of unmeasured load right before every measured run (each cell from steady state, not from idle). */
 const RUN_WARMUP = Number(opt['run-warmup'] ?? 0);
 const CONNS = Number(opt.connections ?? 32);
+/** Every round on newly started node proxies (--fresh-instances), instead of one process per target for the run. */
+const FRESH = opt['fresh-instances'];
 // Smoke mode proves the harness, not the numbers: (d) gets a tenth of the state so it starts fast.
 const LARGE_POLICIES = Number(opt.policies ?? (SMOKE ? 1_000 : 10_000));
 const LARGE_GRANTS = Number(opt.grants ?? (SMOKE ? 10_000 : 100_000));
@@ -887,64 +891,97 @@ async function main() {
   console.log(`plan: ${ROUNDS} interleaved round(s) × ${DURATION}s per cell, ${WARMUP}s warm-up per cell, wrk -t1 -c${CONNS}; wrk + upstream on CPU 0, proxy on CPU 1`);
 
   const upstream = await startUpstream(out);
-  const [small, large, baseline, nginx] = await Promise.all([
-    startGateway('gw-small', out, upstream.url, 10, 0),
-    startGateway('gw-large', out, upstream.url, LARGE_POLICIES, LARGE_GRANTS),
-    startBaseline(out, upstream.url),
-    startNginx(out, upstream.url),
-  ]);
+  const nginx = await startNginx(out, upstream.url);
+  if (!nginx) console.log('NOTICE: nginx not found (Debian: apt-get install nginx-light): the nginx target is skipped');
   // A/B: a second build (--ab) and/or the same build with other node flags (--ab-node-args).
   const abOpts = { cli: opt.ab ? resolve(opt.ab) : CLI, flags: opt['ab-node-args'] !== undefined ? words(opt['ab-node-args']) : GATEWAY_NODE_FLAGS };
   const withAlt = opt.ab !== undefined || opt['ab-node-args'] !== undefined;
-  const alt = withAlt ? await startGateway('gw-b', out, upstream.url, 10, 0, abOpts) : null;
-  const altLarge = withAlt && (!opt.only || opt.only.split(',').some((k) => k === 'd' || k.startsWith('d/') || k === 'gateway-B')) ? await startGateway('gw-b-large', out, upstream.url, LARGE_POLICIES, LARGE_GRANTS, abOpts) : null;
-  if (alt) await grantBenchUser(alt, tokens);
-  if (altLarge) await grantBenchUser(altLarge, tokens);
-  if (!nginx) console.log('NOTICE: nginx not found (Debian: apt-get install nginx-light): the nginx target is skipped');
-  console.log(`gateways: small ${small.policies} policies (started in ${small.startMs} ms); large ${large.policies} policies + ${large.seeded} seeded grants of other users (started in ${large.startMs} ms)`);
-  await grantBenchUser(small, tokens);
-  await grantBenchUser(large, tokens);
+  const withAltLarge = withAlt && (!opt.only || opt.only.split(',').some((k) => k === 'd' || k.startsWith('d/') || k === 'gateway-B'));
+  /** The node proxies of one round (the run's, or with --fresh-instances the round's own), the bench user granted on each gateway. */
+  const startNodeProxies = async (round) => {
+    const tag = FRESH ? `-r${round + 1}` : '';
+    const [small, large, baseline] = await Promise.all([
+      startGateway(`gw-small${tag}`, out, upstream.url, 10, 0),
+      startGateway(`gw-large${tag}`, out, upstream.url, LARGE_POLICIES, LARGE_GRANTS),
+      startBaseline(out, upstream.url),
+    ]);
+    const alt = withAlt ? await startGateway(`gw-b${tag}`, out, upstream.url, 10, 0, abOpts) : null;
+    const altLarge = withAltLarge ? await startGateway(`gw-b-large${tag}`, out, upstream.url, LARGE_POLICIES, LARGE_GRANTS, abOpts) : null;
+    const gateways = [small, large, alt, altLarge].filter((g) => g !== null);
+    for (const gw of gateways) await grantBenchUser(gw, tokens);
+    return { small, large, baseline, alt, altLarge, nginx, direct: { url: upstream.url, child: null }, gateways };
+  };
+  const stopNodeProxies = async (procs) => {
+    await Promise.all([procs.baseline, ...procs.gateways].map((p) => stop(p.child)));
+    if (!opt.keep) await Promise.all(procs.gateways.map((g) => rm(g.dataDir, { recursive: true, force: true })));
+  };
+  let procs = await startNodeProxies(0);
+  const { small, large } = procs;
+  console.log(`gateways: small ${small.policies} policies (started in ${small.startMs} ms); large ${large.policies} policies + ${large.seeded} seeded grants of other users (started in ${large.startMs} ms)${FRESH ? '; started afresh for every round' : ''}`);
 
   const ctx = { upstream, tokens };
   // Cells come in groups whose ratios are judged against each other; each group runs back to
   // back so a pair being compared is measured seconds apart (the host's noise drifts slowly).
   const groups = [];
-  const cell = (scenario, target, url, child, gateway = null) => ({ key: `${scenario}/${target}`, scenario, target, url, child, gateway, node: gateway !== null || target === 'http-proxy' });
+  // `proc` names the process serving the cell in `procs`; bind() points the cell at this round's.
+  const cell = (scenario, target, proc) => ({ key: `${scenario}/${target}`, scenario, target, proc, url: null, child: null, gateway: null, node: target === 'gateway' || target === 'gateway-B' || target === 'http-proxy' });
+  const bind = (cs) => {
+    for (const c of cs) {
+      const p = procs[c.proc];
+      c.url = p.proxyUrl ?? p.url;
+      c.child = p.child;
+      c.gateway = p.proxyUrl ? p : null;
+    }
+  };
   groups.push([
-    cell('a', 'http-proxy', baseline.url, baseline.child),
-    cell('a', 'gateway', small.proxyUrl, small.child, small),
-    cell('c', 'gateway', small.proxyUrl, small.child, small),
-    ...(alt ? [cell('a', 'gateway-B', alt.proxyUrl, alt.child, alt), cell('c', 'gateway-B', alt.proxyUrl, alt.child, alt)] : []),
-    ...(nginx ? [cell('a', 'nginx', nginx.url, nginx.child)] : []),
-    cell('a', 'direct', upstream.url, null),
+    cell('a', 'http-proxy', 'baseline'),
+    cell('a', 'gateway', 'small'),
+    cell('c', 'gateway', 'small'),
+    ...(withAlt ? [cell('a', 'gateway-B', 'alt'), cell('c', 'gateway-B', 'alt')] : []),
+    ...(nginx ? [cell('a', 'nginx', 'nginx')] : []),
+    cell('a', 'direct', 'direct'),
   ]);
   groups.push([
-    cell('b', 'http-proxy', baseline.url, baseline.child),
-    cell('b', 'gateway', small.proxyUrl, small.child, small),
-    cell('d', 'gateway', large.proxyUrl, large.child, large),
-    ...(alt ? [cell('b', 'gateway-B', alt.proxyUrl, alt.child, alt)] : []),
-    ...(altLarge ? [cell('d', 'gateway-B', altLarge.proxyUrl, altLarge.child, altLarge)] : []),
-    ...(nginx ? [cell('b', 'nginx', nginx.url, nginx.child)] : []),
-    cell('b', 'direct', upstream.url, null),
+    cell('b', 'http-proxy', 'baseline'),
+    cell('b', 'gateway', 'small'),
+    cell('d', 'gateway', 'large'),
+    ...(withAlt ? [cell('b', 'gateway-B', 'alt')] : []),
+    ...(withAltLarge ? [cell('d', 'gateway-B', 'altLarge')] : []),
+    ...(nginx ? [cell('b', 'nginx', 'nginx')] : []),
+    cell('b', 'direct', 'direct'),
   ]);
-  if (opt['with-c-baseline']) groups.push([cell('c', 'http-proxy', baseline.url, baseline.child)]);
+  if (opt['with-c-baseline']) groups.push([cell('c', 'http-proxy', 'baseline')]);
   if (opt.only) {
     const keep = new Set(opt.only.split(','));
     for (const g of groups) g.splice(0, g.length, ...g.filter((c) => keep.has(c.key) || keep.has(c.scenario) || keep.has(c.target)));
   }
   const cells = groups.flat();
 
+  bind(cells);
   console.log('\npreflight (one request per cell, exact counts):');
   for (const l of await preflight(cells, ctx)) console.log('  ' + l);
 
-  if (WARMUP > 0) {
-    process.stdout.write(`\nwarm-up (${WARMUP}s per cell)…`);
+  const warmUp = async (label) => {
+    if (WARMUP <= 0) return;
+    process.stdout.write(`${label}warm-up (${WARMUP}s per cell)…`);
     for (const cell of cells) await measure(cell, WARMUP, ctx);
     process.stdout.write(' done\n');
-  }
+  };
+  await warmUp('\n');
   const results = new Map(cells.map((c) => [c.key, []]));
   retryBudget = SMOKE ? 0 : Math.ceil((cells.length * ROUNDS) / 6);
   for (let round = 0; round < ROUNDS; round++) {
+    if (FRESH && round > 0) {
+      // A new process per round: one process's luck (its memory layout, what its JIT chose)
+      // becomes one round's noise instead of the whole run's bias. But a young process still
+      // pays for tiering and heap growth on its helper threads (bench/RESULTS.md, session 14),
+      // which is why this is not the default.
+      await stopNodeProxies(procs);
+      procs = await startNodeProxies(round);
+      bind(cells);
+      await preflight(cells, ctx);
+      await warmUp(`round ${round + 1}/${ROUNDS}: new processes; `);
+    }
     // Groups take turns going first; inside a group the order flips every round (A B C, C B A, …)
     // so no cell always runs first, last, or right after the same neighbour.
     const order = [];
@@ -963,13 +1000,13 @@ async function main() {
 
   const rows = summarise(cells, results);
   const checks = loadChecks(cells, results);
-  const memory = await memoryLines([small, large, alt, altLarge].filter((g) => g !== null));
+  const memory = await memoryLines(procs.gateways);
   const report = [
     `## Results — ${info.date}`,
     '',
     `Command: \`npm run bench${process.argv.slice(2).length ? ' -- ' + process.argv.slice(2).join(' ') : ''}\``,
     `Machine: ${info.nproc} CPUs, ${info.cpu}; kernel ${info.kernel}; node ${info.node}; ${info.wrk}; ${info.nginx}`,
-    `Method: ${ROUNDS} interleaved round(s) × ${DURATION}s per cell after ${WARMUP}s warm-up; wrk -t1 -c${CONNS} on CPU 0 with the upstream; proxy on CPU 1${TASKSET ? '' : ' (NOT pinned)'}.`,
+    `Method: ${ROUNDS} interleaved round(s) × ${DURATION}s per cell after ${WARMUP}s warm-up${FRESH ? ' (the node proxies — gateways, http-proxy — started afresh and warmed up for every round)' : ' (the same processes for every round)'}; wrk -t1 -c${CONNS} on CPU 0 with the upstream; proxy on CPU 1${TASKSET ? '' : ' (NOT pinned)'}.`,
     `Shared machine: a run during which processes other than the proxy under test, the upstream and wrk (other users' jobs, the bench's idle proxies) used more than ${MAX_FOREIGN}% of a CPU was run again (at most ${RETRIES}× per run, a sixth of the plan in all; waiting for a quiet machine at most 60 s per run of the bench); "foreign CPU%" is the median over kept runs.`,
     `(d): ${large.policies} policies, ${large.seeded} active grants of other users + the bench user's grant.`,
     ...(opt['data-root'] ? [`**DIAGNOSTIC RUN — data dirs and audit files on ${resolve(opt['data-root'])} (${fsType(opt['data-root'])}). On tmpfs a synchronous write does not reach stable storage: NOT durable, these numbers show the gateway without its disk and are not results.**`] : []),
@@ -990,7 +1027,7 @@ async function main() {
     ...memory,
     '',
     `The disk alone, after the rounds (bench/disk.mjs: O_DSYNC writes of ${16 * 400} bytes, a typical batch, on the audit files' filesystem, pinned to CPU 1, ${SMOKE ? 1 : 4} s each; "in place" rewrites a zero-filled file as audit.wal does, "append" grows the file as the audit file was written before session 5):`,
-    ...(await diskProbe(small.dataDir)),
+    ...(await diskProbe(procs.small.dataDir)),
   ].join('\n');
   console.log('\n' + report);
   await writeFile(join(out, 'results.md'), report + '\n');
@@ -1001,8 +1038,8 @@ async function main() {
   await stopAll();
   cleaning = null;
   if (!opt.keep) {
-    await Promise.all([small, large, alt, altLarge].filter(Boolean).map((g) => rm(g.dataDir, { recursive: true, force: true })));
-    if (opt['data-root']) await rm(dirname(small.dataDir), { recursive: true, force: true });
+    await Promise.all(procs.gateways.map((g) => rm(g.dataDir, { recursive: true, force: true })));
+    if (opt['data-root']) await rm(dirname(procs.small.dataDir), { recursive: true, force: true });
   }
   if (!opt['no-micro']) {
     console.log('\nmicrobenchmarks (bench/micro.mjs):');
