@@ -10,6 +10,7 @@ const requestObject = {
     status: { enum: ['pending', 'approved', 'denied', 'canceled', 'expired', 'revoked'] },
     reason: { type: 'string' },
     ticket: { type: ['string', 'null'] },
+    requesterMfa: { type: 'boolean', description: 'the requester filed with an MFA-authenticated token' },
     parameters: { type: ['object', 'null'], additionalProperties: { type: 'string' } },
     durationHours: { type: 'number' },
     approvals: { type: 'array', items: { type: 'object' } },

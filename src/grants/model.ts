@@ -22,6 +22,8 @@ export interface AccessRequest {
   approvalsRequired: number;
   reason: string;
   ticket: string | null;
+  /** Whether the requester's token was MFA-authenticated (amr has "mfa") when filing; absent in records written before it was kept. */
+  requesterMfa?: boolean;
   parameters: Record<string, string> | null;
   durationHours: number;
   status: RequestStatus;
@@ -118,6 +120,9 @@ export function approve(req: AccessRequest, actor: Identity, comment: string | n
   const policy = policies.policies.get(req.policy)!;
   if (policy.requireReason && req.reason.trim() === '') throw new TransitionError(409, `policy "${policy.id}" now requires a reason, which this request lacks: it can only be denied or canceled; file a new one`);
   if (policy.requireTicket && !req.ticket) throw new TransitionError(409, `policy "${policy.id}" now requires a ticket, which this request lacks: it can only be denied or canceled; file a new one`);
+  // Filing checked MFA against the policy as it was then; a reload may have required it since.
+  // A record from before the flag was kept counts as filed without MFA (fail closed).
+  if (policy.requireMfa && req.requesterMfa !== true) throw new TransitionError(409, `policy "${policy.id}" now requires MFA, and this request was not filed with an MFA-authenticated token: it can only be denied or canceled; file a new one`);
   const durationHours = Math.min(req.durationHours, policy.maxDurationHours);
   return {
     ...req,

@@ -206,6 +206,7 @@ export class AccessService {
       approvalsRequired: policy.approval === 'auto' ? 0 : policy.approvals,
       reason: input.reason?.trim() ?? '',
       ticket: input.ticket?.trim() || null,
+      requesterMfa: actor.amr.includes('mfa'),
       parameters: input.parameters ?? null,
       durationHours: model.clampDuration(input.durationHours, policy, policies),
       status: 'pending',

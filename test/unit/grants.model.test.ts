@@ -137,9 +137,22 @@ describe('request state machine', () => {
   });
 
   it('requireMfa: approvers need an MFA token', () => {
-    const req = pending({ policy: 'mfa' });
+    const req = pending({ policy: 'mfa', requesterMfa: true });
     refused(() => model.approve(req, who('alice@c.com', ['pwd']), null, set, NOW), 403);
     expect(model.approve(req, who('alice@c.com', ['pwd', 'mfa']), null, set, NOW).status).toBe('approved');
+  });
+
+  it('requireMfa added by a reload: a request filed without MFA cannot be approved, only denied or canceled', () => {
+    const mfaApprover = who('alice@c.com', ['pwd', 'mfa']);
+    const withoutMfa = pending({ policy: 'mfa', requesterMfa: false });
+    refused(() => model.approve(withoutMfa, mfaApprover, null, set, NOW), 409);
+    // a record written before the flag was kept: unknown counts as without (fail closed)
+    const { requesterMfa: _dropped, ...legacy } = pending({ policy: 'mfa' });
+    refused(() => model.approve(legacy, mfaApprover, null, set, NOW), 409);
+    expect(model.deny(withoutMfa, mfaApprover, null, set, NOW).status).toBe('denied');
+    expect(model.cancel(withoutMfa, who('eve@c.com'), NOW).status).toBe('canceled');
+    // a policy without requireMfa does not care how the request was filed
+    expect(model.approve(pending({ requesterMfa: false }), who('alice@c.com'), null, set, NOW).status).toBe('approved');
   });
 
   it('a reloaded policy applies to pending requests: its current group and approval count decide', () => {
