@@ -29,7 +29,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { APPROVER, BENCH_REQUEST, BENCH_USER, BODIES, CMDLET, JWT_SECRET, TENANT_PATH, otherUsersGrants, policyYaml, seedJournal, token } from './fixtures.mjs';
-import { inclusive, summariseProfile } from './profile.mjs';
+import { inclusive, summariseProfile, windowed } from './profile.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '..');
@@ -861,7 +861,9 @@ async function profile(out, tokens) {
   const cell = { key: `${scenario}/gateway`, scenario, target: 'gateway', url: gw.proxyUrl, child: gw.child, gateway: gw };
   await preflight([cell], ctx);
   const secs = Number(opt.duration ?? 10);
+  const loadStartUs = Number(process.hrtime.bigint() / 1000n);
   const r = await measure(cell, secs, ctx);
+  const loadEndUs = Number(process.hrtime.bigint() / 1000n);
   console.log(`profiled scenario ${scenario} for ${secs}s: ${fmt(r.rps)} req/s, p99 ${fmt(r.p99, 2)} ms, CPU ${fmt(r.cpu)}%, ${fmt(r.usPerReq)} µs CPU/req, foreign ${fmt(r.foreign)}% (profiler on)`);
   await stop(gw.child, 30_000);
   if (!opt.keep) await rm(gw.dataDir, { recursive: true, force: true });
@@ -869,7 +871,8 @@ async function profile(out, tokens) {
   if (files.length === 0) throw new Error('no .cpuprofile written');
   const file = join(profDir, files.sort().at(-1));
   console.log(`profile: ${file}\n`);
-  const prof = JSON.parse(readFileSync(file, 'utf8'));
+  const prof = windowed(JSON.parse(readFileSync(file, 'utf8')), loadStartUs, loadEndUs);
+  console.log(`samples taken during the measured load only (${fmt(secs)} s; start-up and shutdown left out)`);
   console.log(summariseProfile(prof, { top: 30 }));
   console.log('\ninclusive time of the data path\'s steps (share of busy time):');
   console.log(inclusive(prof, ['parserOnIncoming', 'readBody', 'handle', 'classifyExchange', 'verify', 'decide', 'auditDecision', 'append', 'forward', 'respond', 'sendError', 'sendErrorBody', '#commit', '#writeHead', 'onDecision']));
