@@ -2,6 +2,7 @@ import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { Registry } from 'prom-client';
 import type { ZodType } from 'zod';
+import { parseStrictJson } from '../classify/json.js';
 import type { AccessService } from '../grants/service.js';
 import { ServiceError } from '../grants/service.js';
 import type { TokenVerifier } from '../identity/jwt.js';
@@ -75,7 +76,7 @@ export function createControlApp(ctx: ControlContext): Hono<Env> {
   });
 
   app.get('/api/requests', (c) => {
-    const q = parse(listQuery, c.req.query());
+    const q = parse(listQuery, singleQuery(c));
     const { requests, next } = ctx.service.list(c.get('identity').user, q);
     // The body stays the array the contract names; where more follow, a Link header says where.
     if (next !== null) {
@@ -99,7 +100,7 @@ export function createControlApp(ctx: ControlContext): Hono<Env> {
   app.get('/api/review', async (c) => {
     const identity = c.get('identity');
     if (!ctx.policies().isAdmin(identity.user)) throw new HttpError(403, 'only members of the admin group may review grants');
-    const q = parse(reviewQuery, c.req.query());
+    const q = parse(reviewQuery, singleQuery(c));
     const to = q.to ? Date.parse(q.to) : ctx.now() + 1; // default period ends now, inclusive
     const from = q.from ? Date.parse(q.from) : to - 30 * 24 * 3_600_000;
     if (from >= to) throw new HttpError(400, 'from must be before to', 'from');
@@ -120,10 +121,24 @@ async function readJson(c: Context, optional = false): Promise<unknown> {
     throw new HttpError(400, 'request body must be a JSON object');
   }
   try {
+    // JSON.parse keeps the last of two equal keys; the strict reader refuses them (also when they
+    // differ only in case, as `parameters` names do for a grant's scope), so what the approver
+    // sees and what is stored cannot be two readings of one body.
+    parseStrictJson(text);
     return JSON.parse(text);
   } catch (err) {
     throw new HttpError(400, `request body is not valid JSON: ${(err as Error).message}`);
   }
+}
+
+/** The query as one value per name; a name given twice is ambiguous and refused, not resolved to its first value. */
+function singleQuery(c: Context): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, values] of Object.entries(c.req.queries())) {
+    if (values.length > 1) throw new HttpError(400, `${name}: given ${values.length} times; give it once`, name);
+    out[name] = values[0]!;
+  }
+  return out;
 }
 
 function parse<T>(schema: ZodType<T>, value: unknown): T {

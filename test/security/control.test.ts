@@ -94,6 +94,33 @@ describe('control API input validation', () => {
     }
   });
 
+  it('a body with a key given twice (or twice in different case) is a 400, not its last reading', async () => {
+    const before = (await api(s.control, 'GET', '/api/requests', t.eve)).body.length as number;
+    const bodies = [
+      '{"task":"New-JournalRule","task":"Remove-Mailbox","reason":"r"}',
+      '{"task":"New-JournalRule","reason":"r","reason":"other"}',
+      // two spellings of one parameter: a grant's scope folds names, so only one could ever count
+      '{"task":"Add-MailboxPermission","reason":"r","parameters":{"AccessRights":"ReadPermission","accessrights":"ReadPermission"}}',
+    ];
+    for (const body of bodies) {
+      const r = await rawPost('/api/requests', 'eve', body);
+      expect(r.status, body).toBe(400);
+      expect(r.body.error.message, body).toMatch(/more than once/);
+    }
+    const id = await create('eve', { task: 'Remove-Mailbox' });
+    const r = await rawPost(`/api/requests/${id}/deny`, 'alice', '{"comment":"a","comment":"b"}');
+    expect(r.status).toBe(400);
+    expect((await api(s.control, 'GET', `/api/requests/${id}`, t.eve)).body).toMatchObject({ status: 'pending' });
+    expect((await api(s.control, 'GET', '/api/requests', t.eve)).body.length).toBe(before + 1);
+  });
+
+  it('a query name given twice is a 400 naming it', async () => {
+    expectField(await api(s.control, 'GET', '/api/requests?status=pending&status=approved', t.eve), 'status', 'repeated status');
+    expectField(await api(s.control, 'GET', '/api/requests?limit=1&limit=500', t.eve), 'limit', 'repeated limit');
+    expectField(await api(s.control, 'GET', '/api/review?from=2030-01-01T00:00:00Z&from=2020-01-01T00:00:00Z', t.root), 'from', 'repeated from');
+    expect((await api(s.control, 'GET', '/api/requests?status=pending', t.eve)).status).toBe(200);
+  });
+
   it('decision bodies and list/review queries are validated field by field', async () => {
     const id = await create('eve', { task: 'Remove-Mailbox' });
     expectField(await api(s.control, 'POST', `/api/requests/${id}/approve`, t.alice, { comment: 5 }), 'comment', 'comment type');
