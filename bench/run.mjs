@@ -14,6 +14,7 @@
 //   --gateway-node-args="FLAGS"  node flags for the gateways instead of the product's (PRODUCT_NODE_FLAGS)
 //   --with-c-baseline also run http-proxy on scenario (c) (the (c) target compares with http-proxy's (a))
 //   --max-foreign P  rerun a measurement when other processes used more than P% of a CPU (default 10)
+//   --max-steal P    rerun a measurement when the hypervisor took more than P% of CPU 0 or 1 (steal; default 5)
 //   --fresh-instances  start the node proxies afresh for every round (default: one process per target for the run)
 //   --data-root DIR  diagnostics: the gateways' data dirs on DIR (e.g. /dev/shm: no disk; NOT durable, flagged in the report)
 //
@@ -50,6 +51,7 @@ const { values: opt } = parseArgs({
     grants: { type: 'string' },
     keep: { type: 'boolean', default: false },
     'max-foreign': { type: 'string' },
+    'max-steal': { type: 'string' },
     only: { type: 'string' },
     scenario: { type: 'string' },
     ab: { type: 'string' },
@@ -377,6 +379,21 @@ function threadTicks(pid) {
 }
 
 /** user+nice+system ticks of every CPU (irq/softirq left out: our own network traffic lands there). */
+/** Steal ticks (time the hypervisor ran other guests while this one wanted the CPU) of CPUs 0 and 1, from /proc/stat. */
+function stealTicks() {
+  const out = [0, 0];
+  for (const line of readFileSync('/proc/stat', 'utf8').split('\n')) {
+    const m = /^cpu([01]) /.exec(line);
+    if (m) out[Number(m[1])] = Number(line.split(/\s+/)[8] ?? 0);
+  }
+  return out;
+}
+
+/** The larger share of CPU 0's and CPU 1's time stolen between two stealTicks() readings, in %. */
+function stealPct(before, after, wallSeconds) {
+  return Math.max(...after.map((t, i) => (100 * (t - before[i])) / CLK_TCK / wallSeconds));
+}
+
 function systemBusyTicks() {
   const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0].trim().split(/\s+/);
   return Number(line[1]) + Number(line[2]) + Number(line[3]);
@@ -500,10 +517,13 @@ function runWrk(url, scenario, seconds, tokens) {
 
 /**
  * One wrk run against one cell. The machine may be shared: CPU time spent by processes that
- * are not the bench's (user+system, all CPUs) is measured, and a run that lost more than
- * MAX_FOREIGN of a CPU to them is run again (up to RETRIES times; the count is reported).
+ * are not the bench's (user+system, all CPUs) is measured, and so is the time the hypervisor
+ * gave the bench's two CPUs to other guests (steal); a run that lost more than MAX_FOREIGN of a
+ * CPU to the first, or more than MAX_STEAL of either CPU to the second, is run again (up to
+ * RETRIES times; the count is reported).
  */
 const MAX_FOREIGN = Number(opt['max-foreign'] ?? 10);
+const MAX_STEAL = Number(opt['max-steal'] ?? 5);
 const RETRIES = 3;
 let retryBudget = 0; // set from the plan: at most a sixth more runs than planned
 async function measure(cell, seconds, ctx) {
@@ -511,13 +531,13 @@ async function measure(cell, seconds, ctx) {
   for (let attempt = 0; ; attempt++) {
     r = await measureOnce(cell, seconds, ctx);
     r.retries = attempt;
-    if (r.foreign <= MAX_FOREIGN || attempt >= RETRIES || retryBudget <= 0) break;
+    if ((r.foreign <= MAX_FOREIGN && r.steal <= MAX_STEAL) || attempt >= RETRIES || retryBudget <= 0) break;
     retryBudget--;
   }
   return r;
 }
 
-/** Waits (bounded by QUIET_BUDGET_MS over the whole run) until other processes leave the CPUs alone for a moment. */
+/** Waits (bounded by quietBudgetMs over the whole run) until other processes leave the CPUs alone for a moment. */
 let quietBudgetMs = SMOKE ? 0 : 60_000;
 async function waitQuiet() {
   while (quietBudgetMs > 0) {
@@ -529,6 +549,7 @@ async function waitQuiet() {
     await new Promise((r) => setTimeout(r, 300));
     const wall = (Date.now() - t0) / 1000;
     const foreign = (100 * Math.max(0, systemBusyTicks() - s0 - (selfTicks() - o0))) / CLK_TCK / wall;
+    // (Steal cannot be waited out here: an idle CPU wants nothing, so nothing is stolen from it.)
     if (foreign <= MAX_FOREIGN) return;
     quietBudgetMs -= 1000;
     await new Promise((r) => setTimeout(r, 700));
@@ -551,6 +572,7 @@ async function measureOnce(cell, seconds, ctx) {
   const uc0 = cpuTicks([upstream.child.pid]);
   const s0 = systemBusyTicks();
   const o0 = cpuTicks(all) + selfTicks();
+  const st0 = stealTicks();
   const t0 = process.hrtime.bigint();
   const w = await runWrk(cell.url, cell.scenario, seconds, tokens);
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -558,6 +580,7 @@ async function measureOnce(cell, seconds, ctx) {
   const th1 = cell.node ? threadTicks(cell.child.pid) : null;
   const uc1 = cpuTicks([upstream.child.pid]);
   const foreign = (100 * Math.max(0, systemBusyTicks() - s0 - (cpuTicks(all) + selfTicks() - o0))) / CLK_TCK / wall;
+  const steal = stealPct(st0, stealTicks(), wall);
   // Let in-flight requests land before counting what the upstream executed.
   const u1 = await settle(upstream);
   const m1 = cell.gateway ? await gatewayMetrics(cell.gateway) : null;
@@ -575,6 +598,7 @@ async function measureOnce(cell, seconds, ctx) {
     threads: th1 && Object.fromEntries(Object.keys(th1).map((k) => [k, ((th1[k] - th0[k]) / CLK_TCK / w.requests) * 1e6])),
     upstreamCpu: (100 * (uc1 - uc0)) / CLK_TCK / wall,
     foreign,
+    steal,
     executed: (u1.executed[cmd] ?? 0) - (u0.executed[cmd] ?? 0),
     executedOther: Object.entries(u1.executed).reduce((n, [k, v]) => (k === cmd ? n : n + v - (u0.executed[k] ?? 0)), 0),
     upNew: u1.accepted - u0.accepted,
@@ -696,6 +720,8 @@ function summarise(cells, results) {
       gcPct: cell.gateway ? median(runs.map((r) => r.gcPct)) : null,
       upCpu: median(runs.map((r) => r.upstreamCpu)),
       foreign: median(runs.map((r) => r.foreign)),
+      steal: median(runs.map((r) => r.steal)),
+      stealMax: Math.max(...runs.map((r) => r.steal)),
       retries: runs.reduce((n, r) => n + r.retries, 0),
       upUsed: Math.max(...runs.map((r) => r.upUsed)),
       upNew: runs.reduce((n, r) => n + r.upNew, 0),
@@ -718,7 +744,7 @@ function roundRatios(x, y) {
 }
 
 function table(rows) {
-  const head = ['scen', 'target', 'req/s med', 'min', 'max', 'p50 ms', 'p99 ms', 'proxy CPU%', 'proxy CPU µs/req', 'GC %', 'upstr CPU%', 'up conns used/new', 'ev/fsync', 'sync p50/p99 ms', 'foreign CPU% (reruns)', 'vs http-proxy'];
+  const head = ['scen', 'target', 'req/s med', 'min', 'max', 'p50 ms', 'p99 ms', 'proxy CPU%', 'proxy CPU µs/req', 'GC %', 'upstr CPU%', 'up conns used/new', 'ev/fsync', 'sync p50/p99 ms', 'foreign CPU% (reruns)', 'steal % med/max', 'vs http-proxy'];
   const body = [];
   for (const row of rows.values()) {
     const { cell } = row;
@@ -728,7 +754,7 @@ function table(rows) {
     const ratio = ref ? row.rps / ref.rps : null;
     body.push([
       cell.scenario, cell.target, fmt(row.rps), fmt(row.min), fmt(row.max), fmt(row.p50, 2), fmt(row.p99, 2),
-      fmt(row.cpu, 0), fmt(row.usPerReq, 0), fmt(row.gcPct, 1), fmt(row.upCpu, 0), `${row.upUsed}/${row.upNew}`, row.perFsync === null ? '—' : `${fmt(row.perFsync, 1)} (max ${row.maxBatch})`, row.write50 === null ? '—' : `${row.write50} / ${row.write99}`, `${fmt(row.foreign, 0)} (${row.retries})`,
+      fmt(row.cpu, 0), fmt(row.usPerReq, 0), fmt(row.gcPct, 1), fmt(row.upCpu, 0), `${row.upUsed}/${row.upNew}`, row.perFsync === null ? '—' : `${fmt(row.perFsync, 1)} (max ${row.maxBatch})`, row.write50 === null ? '—' : `${row.write50} / ${row.write99}`, `${fmt(row.foreign, 0)} (${row.retries})`, `${fmt(row.steal, 1)} / ${fmt(row.stealMax, 1)}`,
       ratio === null ? '—' : `${fmt(ratio, 3)}×${refScenario !== cell.scenario ? ` (${refScenario})` : ''}`,
     ]);
   }
@@ -976,9 +1002,9 @@ async function main() {
   for (let round = 0; round < ROUNDS; round++) {
     if (FRESH && round > 0) {
       // A new process per round: one process's luck (its memory layout, what its JIT chose)
-      // becomes one round's noise instead of the whole run's bias. But a young process still
-      // pays for tiering and heap growth on its helper threads (bench/RESULTS.md, session 14),
-      // which is why this is not the default.
+      // becomes one round's noise instead of the whole run's bias. But a young gateway spends
+      // more CPU on its helper threads (V8's compiler and GC helpers: bench/RESULTS.md, session
+      // 14) than a long-lived one, which is why this is not the default.
       await stopNodeProxies(procs);
       procs = await startNodeProxies(round);
       bind(cells);
@@ -1010,7 +1036,7 @@ async function main() {
     `Command: \`npm run bench${process.argv.slice(2).length ? ' -- ' + process.argv.slice(2).join(' ') : ''}\``,
     `Machine: ${info.nproc} CPUs, ${info.cpu}; kernel ${info.kernel}; node ${info.node}; ${info.wrk}; ${info.nginx}`,
     `Method: ${ROUNDS} interleaved round(s) × ${DURATION}s per cell after ${WARMUP}s warm-up${FRESH ? ' (the node proxies — gateways, http-proxy — started afresh and warmed up for every round)' : ' (the same processes for every round)'}; wrk -t1 -c${CONNS} on CPU 0 with the upstream; proxy on CPU 1${TASKSET ? '' : ' (NOT pinned)'}.`,
-    `Shared machine: a run during which processes other than the proxy under test, the upstream and wrk (other users' jobs, the bench's idle proxies) used more than ${MAX_FOREIGN}% of a CPU was run again (at most ${RETRIES}× per run, a sixth of the plan in all; waiting for a quiet machine at most 60 s per run of the bench); "foreign CPU%" is the median over kept runs.`,
+    `Shared machine: a run during which processes other than the proxy under test, the upstream and wrk (other users' jobs, the bench's idle proxies) used more than ${MAX_FOREIGN}% of a CPU, or during which the hypervisor took more than ${MAX_STEAL}% of CPU 0 or 1 for other guests (steal, /proc/stat), was run again (at most ${RETRIES}× per run, a sixth of the plan in all; waiting for a quiet machine at most 60 s per run of the bench); "foreign CPU%" and "steal %" are over kept runs.`,
     `(d): ${large.policies} policies, ${large.seeded} active grants of other users + the bench user's grant.`,
     ...(opt['data-root'] ? [`**DIAGNOSTIC RUN — data dirs and audit files on ${resolve(opt['data-root'])} (${fsType(opt['data-root'])}). On tmpfs a synchronous write does not reach stable storage: NOT durable, these numbers show the gateway without its disk and are not results.**`] : []),
     '',
