@@ -125,6 +125,7 @@ const HOUR = 3_600_000;
  */
 export function* otherUsersGrants(count, policyCount, now) {
   const { roles, tasks } = largeSpec(policyCount);
+  if (count > 0 && tasks.length === 0) throw new Error(`seeding grants needs generated task policies: --policies must be at least ${BASE_COUNT + LARGE_ROLES + LARGE_GLOBS + 1} (got ${policyCount})`);
   const iso = (ms) => new Date(ms).toISOString();
   for (let i = 0; i < count; i++) {
     const requester = `user${Math.floor(i / 5)}@contoso.com`;
