@@ -2,7 +2,7 @@ import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { Registry } from 'prom-client';
 import type { ZodType } from 'zod';
-import { parseStrictJson } from '../classify/json.js';
+import { JsonAmbiguityError, parseStrictJson } from '../classify/json.js';
 import type { AccessService } from '../grants/service.js';
 import { ServiceError } from '../grants/service.js';
 import type { TokenVerifier } from '../identity/jwt.js';
@@ -127,6 +127,7 @@ async function readJson(c: Context, optional = false): Promise<unknown> {
     parseStrictJson(text);
     return JSON.parse(text);
   } catch (err) {
+    if (err instanceof JsonAmbiguityError) throw new HttpError(400, `request body is ambiguous: ${err.message}`);
     throw new HttpError(400, `request body is not valid JSON: ${(err as Error).message}`);
   }
 }

@@ -105,7 +105,7 @@ describe('control API input validation', () => {
     for (const body of bodies) {
       const r = await rawPost('/api/requests', 'eve', body);
       expect(r.status, body).toBe(400);
-      expect(r.body.error.message, body).toMatch(/more than once/);
+      expect(r.body.error.message, body).toMatch(/^request body is ambiguous: .*more than once/);
     }
     const id = await create('eve', { task: 'Remove-Mailbox' });
     const r = await rawPost(`/api/requests/${id}/deny`, 'alice', '{"comment":"a","comment":"b"}');
