@@ -1,0 +1,111 @@
+import { createHash } from 'node:crypto';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readAuditEvents } from '../../src/audit/search.js';
+import { verifyAuditFile } from '../../src/audit/verify.js';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { TEST_POLICIES } from '../helpers/policies.js';
+import { token } from '../helpers/tokens.js';
+import { startUpstreamProcess, type CountingUpstream } from '../helpers/upstream.js';
+
+const INVOKE = '/adminapi/beta/contoso.onmicrosoft.com/InvokeCommand';
+
+let upstream: CountingUpstream;
+let gw: TestGateway;
+
+beforeAll(async () => {
+  upstream = await startUpstreamProcess();
+  gw = await startTestGateway({ policies: TEST_POLICIES, upstreamUrl: upstream.url });
+});
+afterAll(async () => {
+  await gw?.close();
+  await upstream?.stop();
+});
+
+/** Bytes the audit chain takes on disk: the live file and its rotated segments (audit.wal is preallocated, fixed size). */
+async function auditBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const name of await readdir(dir)) if (/^audit.*\.jsonl$/.test(name)) total += (await stat(join(dir, name))).size;
+  return total;
+}
+
+async function post(body: string, tok?: string): Promise<number> {
+  const res = await fetch(gw.proxyUrl + INVOKE, { method: 'POST', headers: { 'content-type': 'application/json', ...(tok ? { authorization: `Bearer ${tok}` } : {}) }, body });
+  await res.arrayBuffer();
+  return res.status;
+}
+
+const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
+
+async function eventsAfter(seq: number): Promise<Array<Record<string, unknown>>> {
+  const out: Array<Record<string, unknown>> = [];
+  for await (const e of readAuditEvents(gw.audit.path)) if ((e['seq'] as number) > seq) out.push(e);
+  return out;
+}
+
+async function lastSeq(): Promise<number> {
+  let seq = 0;
+  for await (const e of readAuditEvents(gw.audit.path)) seq = e['seq'] as number;
+  return seq;
+}
+
+describe('what one refusal costs the audit disk', () => {
+  it('50 unauthenticated calls with a 1 MB parameter add a few KiB each, and each event carries the body hash', async () => {
+    const before = await auditBytes(gw.dataDir);
+    const seq = await lastSeq();
+    const body = JSON.stringify({ CmdletInput: { CmdletName: 'New-JournalRule', Parameters: { Name: 'x'.repeat(1_000_000) } } });
+    for (let i = 0; i < 50; i++) expect(await post(body)).toBe(401);
+    const grown = (await auditBytes(gw.dataDir)) - before;
+    expect(grown).toBeLessThanOrEqual(50 * 5 * 1024);
+
+    const events = await eventsAfter(seq);
+    expect(events).toHaveLength(50);
+    for (const e of events) {
+      expect(e).toMatchObject({ type: 'task.blocked', task: 'New-JournalRule', policy: 'journal-rules', bodySha256: sha256(body) });
+      expect(e['truncated']).toMatchObject({ values: 1 });
+      const name = (e['parameters'] as Record<string, string>)['name']!;
+      expect(name.startsWith('x'.repeat(256))).toBe(true);
+      expect(name).toContain('[cut: 1000000 chars]');
+      expect(name.length).toBeLessThan(300);
+    }
+    expect(await verifyAuditFile(gw.audit.path)).toMatchObject({ ok: true });
+    expect(await upstream.count('New-JournalRule')).toBe(0);
+  });
+
+  it('many parameters, a huge task name and a huge user name are bounded too', async () => {
+    const seq = await lastSeq();
+    const before = await auditBytes(gw.dataDir);
+    const params: Record<string, string> = {};
+    for (let i = 0; i < 50_000; i++) params[`P${i}`] = 'v';
+    const many = JSON.stringify({ CmdletInput: { CmdletName: 'New-JournalRule', Parameters: params } });
+    expect(await post(many)).toBe(401);
+    // Gated through the glob *-TransportRule.
+    const longName = JSON.stringify({ CmdletInput: { CmdletName: 'A'.repeat(500_000) + '-TransportRule', Parameters: {} } });
+    expect(await post(longName)).toBe(401);
+    const bigUser = await token('u'.repeat(5_000) + '@contoso.com');
+    expect(await post(JSON.stringify({ CmdletInput: { CmdletName: 'New-JournalRule', Parameters: { Name: 'n' } } }), bigUser)).toBe(403);
+    expect((await auditBytes(gw.dataDir)) - before).toBeLessThanOrEqual(3 * 5 * 1024);
+
+    const [manyEvent, longEvent, userEvent] = await eventsAfter(seq);
+    expect(manyEvent).toMatchObject({ bodySha256: sha256(many), truncated: { dropped: expect.any(Number) } });
+    const kept = Object.keys(manyEvent!['parameters'] as object).length;
+    expect(kept).toBeGreaterThan(10);
+    expect((manyEvent!['truncated'] as { dropped: number }).dropped).toBe(50_000 - kept);
+    expect(longEvent!['task']).toMatch(/^A{256}…\[cut: 500014 chars\]$/);
+    expect(longEvent).toMatchObject({ bodySha256: sha256(longName), policy: 'transport-rules' });
+    expect(userEvent!['actor']).toMatch(/^u{256}…\[cut: 5012 chars\]$/);
+    expect(await verifyAuditFile(gw.audit.path)).toMatchObject({ ok: true });
+  });
+
+  it('an event within the bound is recorded whole, with the body hash and no truncation marker', async () => {
+    const seq = await lastSeq();
+    const body = JSON.stringify({ CmdletInput: { CmdletName: 'New-JournalRule', Parameters: { Name: 'j1', Enabled: true } } });
+    expect(await post(body)).toBe(401);
+    const [event] = await eventsAfter(seq);
+    expect(event).toMatchObject({ parameters: { name: 'j1', enabled: true }, bodySha256: sha256(body) });
+    expect(event).not.toHaveProperty('truncated');
+    const raw = (await readFile(gw.audit.path, 'utf8')).trim().split('\n').at(-1)!;
+    expect(raw.length).toBeLessThan(1024);
+  });
+});
