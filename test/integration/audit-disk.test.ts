@@ -109,3 +109,81 @@ describe('what one refusal costs the audit disk', () => {
     expect(raw.length).toBeLessThan(1024);
   });
 });
+
+async function scrape(controlUrl: string, name: string): Promise<number | null> {
+  const text = await (await fetch(`${controlUrl}/metrics`)).text();
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : null;
+}
+
+async function readyz(controlUrl: string): Promise<{ status: number; body: any }> {
+  const res = await fetch(`${controlUrl}/readyz`);
+  return { status: res.status, body: await res.json() };
+}
+
+async function until(what: string, cond: () => Promise<boolean>, ms = 5_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('the free-space watermark of the audit disk', () => {
+  it('with room to spare: ready, and /metrics shows the free space and the watermark', async () => {
+    expect((await readyz(gw.controlUrl)).status).toBe(200);
+    expect(await scrape(gw.controlUrl, 'pamgate_audit_disk_low')).toBe(0);
+    expect(await scrape(gw.controlUrl, 'pamgate_audit_disk_free_bytes')).toBeGreaterThan(0);
+    expect(await scrape(gw.controlUrl, 'pamgate_audit_disk_min_free_bytes')).toBeGreaterThan(0);
+  });
+
+  it('below the watermark: /readyz fails with the reason, /metrics alerts, gated traffic is still decided and recorded', async () => {
+    const low = await startTestGateway({ policies: TEST_POLICIES, upstreamUrl: upstream.url, auditMinFree: { bytes: Number.MAX_SAFE_INTEGER } });
+    try {
+      const ready = await readyz(low.controlUrl);
+      expect(ready.status).toBe(503);
+      expect(ready.body).toMatchObject({ status: 'not ready', checks: { audit: true, auditDisk: false } });
+      expect(ready.body.reasons.auditDisk).toMatch(/free on the audit disk .* below the .* watermark \(PAMGATE_AUDIT_MIN_FREE\)/);
+      expect(await scrape(low.controlUrl, 'pamgate_audit_disk_low')).toBe(1);
+
+      const res = await fetch(low.proxyUrl + INVOKE, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ CmdletInput: { CmdletName: 'New-JournalRule', Parameters: {} } }) });
+      expect(res.status).toBe(401);
+      const ok = await fetch(low.proxyUrl + INVOKE, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ CmdletInput: { CmdletName: 'Get-Mailbox', Parameters: {} } }) });
+      expect(ok.status).toBe(200);
+      const types: string[] = [];
+      for await (const e of readAuditEvents(low.audit.path)) types.push(e['type'] as string);
+      expect(types.at(-1)).toBe('task.blocked');
+    } finally {
+      await low.close();
+    }
+  });
+
+  it('crossing the watermark and back: warned once, readiness follows the disk', async () => {
+    let free = 10 * 1024 ** 3;
+    const lines: string[] = [];
+    const pinoLog = (await import('pino')).default({ level: 'info' }, { write: (l: string) => void lines.push(l) });
+    const watched = await startTestGateway({
+      policies: TEST_POLICIES,
+      upstreamUrl: upstream.url,
+      log: pinoLog,
+      auditMinFree: { percent: 5 },
+      auditDiskCheckMs: 20,
+      auditStatFs: async () => ({ freeBytes: free, totalBytes: 100 * 1024 ** 3 }),
+    });
+    try {
+      expect((await readyz(watched.controlUrl)).status).toBe(200);
+      free = 4 * 1024 ** 3; // under 5 % of 100 GiB
+      await until('readyz to fail', async () => (await readyz(watched.controlUrl)).status === 503);
+      expect(await scrape(watched.controlUrl, 'pamgate_audit_disk_free_bytes')).toBe(4 * 1024 ** 3);
+      expect(await scrape(watched.controlUrl, 'pamgate_audit_disk_min_free_bytes')).toBe(5 * 1024 ** 3);
+      await new Promise((r) => setTimeout(r, 100)); // several more checks while low
+      const warnings = lines.map((l) => JSON.parse(l) as { level: number; msg: string }).filter((l) => l.level === 40 && /watermark/.test(l.msg));
+      expect(warnings).toHaveLength(1);
+      free = 6 * 1024 ** 3;
+      await until('readyz to recover', async () => (await readyz(watched.controlUrl)).status === 200);
+      expect(await scrape(watched.controlUrl, 'pamgate_audit_disk_low')).toBe(0);
+    } finally {
+      await watched.close();
+    }
+  });
+});
