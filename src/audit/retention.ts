@@ -54,8 +54,7 @@ export async function prunableSegments(dir: string, policy: RetentionPolicy, now
   const segments = (await listSegments(dir)).slice(0, -1);
   const out: Array<{ index: number; path: string }> = [];
   for (const s of segments) {
-    const rotatedAt = (await stat(s.path)).mtimeMs;
-    if (nowMs - rotatedAt < policy.days * DAY_MS) break;
+    if (policy.days > 0 && nowMs - (await stat(s.path)).mtimeMs < policy.days * DAY_MS) break;
     if (policy.requireExport && !(await exists(exportMarkerPath(s.path)))) break;
     out.push(s);
   }

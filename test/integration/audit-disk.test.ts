@@ -187,3 +187,101 @@ describe('the free-space watermark of the audit disk', () => {
     }
   });
 });
+
+describe('retention of rotated audit segments', () => {
+  const segmentsOf = async (dir: string): Promise<string[]> => (await readdir(dir)).filter((n) => /^audit-\d+\.jsonl$/.test(n)).sort();
+
+  /** Gated refusals until the data dir holds at least `n` rotated segments. */
+  async function fillSegments(g: TestGateway, n: number): Promise<void> {
+    const body = JSON.stringify({ CmdletInput: { CmdletName: 'New-JournalRule', Parameters: { Name: 'n'.repeat(200) } } });
+    for (let i = 0; (await segmentsOf(g.dataDir)).length < n; i++) {
+      if (i > 500) throw new Error('no rotation');
+      const res = await fetch(g.proxyUrl + INVOKE, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      await res.arrayBuffer();
+    }
+  }
+
+  it('keeps everything by default', async () => {
+    const g = await startTestGateway({ policies: TEST_POLICIES, upstreamUrl: upstream.url, auditMaxBytes: 4096 });
+    try {
+      await fillSegments(g, 4);
+      g.clock.advanceHours(24 * 365);
+      await fillSegments(g, 5);
+      expect((await segmentsOf(g.dataDir))[0]).toBe('audit-000001.jsonl');
+    } finally {
+      await g.close();
+    }
+  });
+
+  it('after N days: old segments go, recorded in the chain; verify checks the retained tail and catches a segment removed beyond it', async () => {
+    const g = await startTestGateway({ policies: TEST_POLICIES, upstreamUrl: upstream.url, auditMaxBytes: 4096, auditRetention: { days: 2, requireExport: false } });
+    try {
+      await fillSegments(g, 4);
+      const before = await segmentsOf(g.dataDir);
+      g.clock.advanceHours(24); // one day: nothing is old enough
+      await fillSegments(g, before.length + 1);
+      expect((await segmentsOf(g.dataDir))[0]).toBe('audit-000001.jsonl');
+
+      g.clock.advanceHours(25);
+      await fillSegments(g, (await segmentsOf(g.dataDir)).length + 1); // a rotation runs retention
+      await until('old segments to be deleted', async () => !(await segmentsOf(g.dataDir)).includes('audit-000001.jsonl'));
+      const left = await segmentsOf(g.dataDir);
+      expect(left).toHaveLength(1); // all are two days old; the newest always stays (the live file's chain starts from it)
+
+      const pruned: Array<Record<string, unknown>> = [];
+      for await (const e of readAuditEvents(g.audit.path, { type: 'audit.pruned' })) pruned.push(e);
+      expect(pruned).toHaveLength(1);
+      expect(pruned[0]).toMatchObject({ first: 'audit-000001.jsonl', retentionDays: 2, requireExport: false });
+      const firstKept = (await readFile(join(g.dataDir, left[0]!), 'utf8')).split('\n')[0]!;
+      expect(JSON.parse(firstKept)).toMatchObject({ seq: (pruned[0]!['throughSeq'] as number) + 1, prev: pruned[0]!['throughHash'] });
+
+      const verified = await verifyAuditFile(g.dataDir);
+      expect(verified).toMatchObject({ ok: true, prunedThrough: pruned[0]!['throughSeq'] });
+      let searched = 0;
+      for await (const _ of readAuditEvents(g.audit.path, { type: 'task.blocked' })) searched++;
+      expect(searched).toBeGreaterThan(0);
+
+      // Removing the oldest retained segment is not retention.
+      const { rm } = await import('node:fs/promises');
+      await rm(join(g.dataDir, left[0]!));
+      const tampered = await verifyAuditFile(g.dataDir);
+      expect(tampered).toMatchObject({ ok: false, line: 1 });
+      expect((tampered as { reason: string }).reason).toMatch(/no audit\.pruned event in the chain records them/);
+    } finally {
+      await g.close();
+    }
+  });
+
+  it('until exported: a segment goes only once `audit export` has copied it; the export verifies as the chain\'s head', async () => {
+    const { exportSegments } = await import('../../src/audit/export.js');
+    const g = await startTestGateway({ policies: TEST_POLICIES, upstreamUrl: upstream.url, auditMaxBytes: 4096, auditRetention: { days: 0, requireExport: true } });
+    try {
+      await fillSegments(g, 3);
+      await fillSegments(g, 4);
+      expect((await segmentsOf(g.dataDir))[0]).toBe('audit-000001.jsonl'); // nothing exported yet
+
+      const dest = join(g.dataDir, '..', `${join(g.dataDir).split('/').at(-1)}-export`);
+      const exported = await exportSegments(g.dataDir, dest);
+      expect(exported.map((e) => e.segment)).toEqual((await segmentsOf(dest)));
+      expect(exported.length).toBeGreaterThanOrEqual(4);
+      await fillSegments(g, (await segmentsOf(g.dataDir)).length + 1);
+      await until('exported segments to be deleted', async () => !(await segmentsOf(g.dataDir)).includes('audit-000001.jsonl'));
+      const left = await readdir(g.dataDir);
+      for (const { segment } of exported) {
+        expect(left).not.toContain(segment);
+        expect(left).not.toContain(`${segment}.exported`);
+      }
+
+      const head = await verifyAuditFile(dest);
+      const tail = await verifyAuditFile(g.dataDir);
+      expect(head).toMatchObject({ ok: true });
+      expect(tail).toMatchObject({ ok: true });
+      // Every exported segment was pruned: the export ends exactly where the retained chain picks up.
+      expect(head).toMatchObject({ events: (tail as { prunedThrough: number }).prunedThrough });
+      const firstKept = JSON.parse((await readFile(join(g.dataDir, (await segmentsOf(g.dataDir))[0]!), 'utf8')).split('\n')[0]!) as { prev: string };
+      expect(firstKept.prev).toBe((head as { lastHash: string }).lastHash);
+    } finally {
+      await g.close();
+    }
+  });
+});
