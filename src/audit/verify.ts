@@ -12,8 +12,10 @@ export type VerifyResult =
    * `segments`: rotated files checked before the live one (absent when there were none).
    * `inWal`: acknowledged lines that continue the chain in audit.wal but are not in the file (a
    * crash took them from it; the next start copies them back). Absent when there are none.
+   * `prunedThrough`, `prunedHash`: retention deleted lines 1–prunedThrough (an audit.pruned event
+   * accounts for them); the last of them had hash prunedHash. Absent when the chain starts at seq 1.
    */
-  | { ok: true; events: number; lastHash: string; segments?: number; inWal?: number; prunedThrough?: number }
+  | { ok: true; events: number; lastHash: string; segments?: number; inWal?: number; prunedThrough?: number; prunedHash?: string }
   /** `line` counts within `file`, which is given only when it is not the path that was asked about. */
   | { ok: false; line: number; reason: string; file?: string };
 
@@ -146,7 +148,7 @@ async function verifyFiles(path: string, live: string, files: string[]): Promise
   const segments = files.length - 1;
   const wal = basename(live) === LIVE_FILE ? await readWal(join(dirname(live), WAL_FILE)) : null;
   const inWal = wal === null ? 0 : lapAfter(readLap(wal), events, chain.prev).lines;
-  return { ok: true, events, lastHash: chain.prev, ...(segments > 0 ? { segments } : {}), ...(inWal > 0 ? { inWal } : {}), ...(prunedThrough > 0 ? { prunedThrough } : {}) };
+  return { ok: true, events, lastHash: chain.prev, ...(segments > 0 ? { segments } : {}), ...(inWal > 0 ? { inWal } : {}), ...(prunedThrough > 0 ? { prunedThrough, prunedHash: start!.prev } : {}) };
 }
 
 async function isDirectory(path: string): Promise<boolean> {
