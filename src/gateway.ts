@@ -3,6 +3,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createAdaptorServer } from '@hono/node-server';
 import pino, { type Logger } from 'pino';
+import { boundedAudit } from './audit/bound.js';
 import { DiskWatch, type MinFree, type StatFs } from './audit/disk.js';
 import { AuditLog, type AuditFs } from './audit/log.js';
 import type { RetentionPolicy } from './audit/retention.js';
@@ -107,19 +108,21 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     const metrics = createMetrics(() => audit.stats(), () => service.activeGrantCount());
     let upkeep: AuditUpkeep | null = null;
     const audit = await AuditLog.open({ dir: opts.dataDir, now, onDurable: metrics.onAuditDurable, onRotated: () => upkeep?.afterRotation(), ...(opts.auditMaxBytes ? { maxBytes: opts.auditMaxBytes } : {}), ...(opts.auditFs ? { fs: opts.auditFs } : {}) });
+    // What clients can get into an event is bounded on its way to the writer (audit/bound.ts).
+    const recorder = boundedAudit(audit);
     const disk = new DiskWatch({ dir: opts.dataDir, minFree: opts.auditMinFree, intervalMs: opts.auditDiskCheckMs, statfs: opts.auditStatFs, log });
     addAuditDiskMetrics(metrics.registry, () => disk.state);
     upkeep = new AuditUpkeep({ dir: opts.dataDir, append: (e) => audit.append(e), disk, retention: opts.auditRetention ?? null, now, log });
     await upkeep.start();
     const store: RequestStore = await openStore(opts, log);
-    const service = new AccessService(store, audit, () => policies, now);
+    const service = new AccessService(store, recorder, () => policies, now);
     // Shared store: follow the other instances; grants count only while that view is fresh.
     const sync = store.changes ? new StoreSync(store.changes, service, { log, intervalMs: opts.sync?.pollMs, staleMs: opts.sync?.staleMs }) : null;
     if (sync) await sync.start();
     else await service.load();
     const storeFresh = sync ? sync.fresh : (): boolean => true;
     // Read once at start: a change to `notify` takes a restart.
-    const mailer = loaded.config.notify ? new Mailer(loaded.config.notify, () => policies, audit, () => `${requestUrl.replace(/\/api\/requests$/, '')}/ui`, log) : null;
+    const mailer = loaded.config.notify ? new Mailer(loaded.config.notify, () => policies, recorder, () => `${requestUrl.replace(/\/api\/requests$/, '')}/ui`, log) : null;
     if (mailer) service.onCommitted(mailer.onCommitted);
 
     const demo = opts.upstreamUrl ? null : await startDemoUpstream(0, '127.0.0.1');
@@ -137,7 +140,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         policies: () => policies,
         verifier: () => verifier,
         grantsOf: service.grantsOf,
-        audit,
+        audit: recorder,
         grantsTrusted: storeFresh,
       ...upstreamBasePath(upstreamUrl),
         now,

@@ -1,7 +1,10 @@
+import type { AuditEvent } from './log.js';
+
 /**
  * What one audit event may record. Clients decide much of what goes into an event (parameters and
  * their names, task names, the user name in their token, text quoted in error messages), and every
- * refusal writes one, so an event is bounded where it is written: each string (value or member name)
+ * refusal writes one, so every event the proxy, the control API and notifications record passes
+ * through boundedAudit: each string (value or member name)
  * is cut to AUDIT_VALUE_MAX_CHARS, and the event's JSON to about AUDIT_EVENT_MAX_BYTES, past which
  * members and array elements are dropped. A cut event says so in `truncated`:
  * `{"values": <strings cut>, "dropped": <members and elements left out>}`; a cut string ends with
@@ -15,6 +18,19 @@ const MAX_DEPTH = 8;
 const NUMBER_COST = 24;
 /** Written by the writer and read by readers as they are; never cut. */
 const KEPT_WHOLE: ReadonlySet<string> = new Set(['type', 'seq', 'time', 'prev', 'hash']);
+
+export interface AuditSink {
+  append(event: AuditEvent): Promise<void>;
+}
+
+/**
+ * The writer as the gateway's components see it: each event bounded, then appended. The writer
+ * itself (log.ts) takes lines of any size; the gateway's own events (start-up, policy loads) and the
+ * writer's recovery records do not come from clients and go to it directly.
+ */
+export function boundedAudit(log: AuditSink): AuditSink {
+  return { append: (event) => log.append(boundEvent(event)) };
+}
 
 interface Tally {
   values: number;

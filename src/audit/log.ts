@@ -1,7 +1,6 @@
 import { constants as fsConstants } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { boundEvent } from './bound.js';
 import { nodeAuditFs, type AuditFs } from './fs.js';
 import { HEAD_FILE, HEAD_SIZE, encodeHead, readHead } from './head.js';
 import { GENESIS, hashOfStart, lineStart, sealLine, serialiseFields } from './line.js';
@@ -286,8 +285,7 @@ export class AuditLog {
       });
       const records: Array<Promise<void>> = [];
       if (dropped !== null) {
-        // Recovery evidence, already bounded by recover.ts (TORN_TEXT_MAX), is recorded as it is.
-        records.push(log.#append({ type: 'audit.repaired', droppedBytes: dropped.bytes, dropped: dropped.text, ...(dropped.end !== dropped.text ? { droppedEnd: dropped.end } : {}) }));
+        records.push(log.append({ type: 'audit.repaired', droppedBytes: dropped.bytes, dropped: dropped.text, ...(dropped.end !== dropped.text ? { droppedEnd: dropped.end } : {}) }));
       }
       // The head never leads the file, so a head beyond (or different at) the file's end means lines
       // were removed while we were down. Record it in the chain rather than silently re-anchoring.
@@ -306,15 +304,8 @@ export class AuditLog {
     }
   }
 
-  /**
-   * Resolves once the event's line is on stable storage (see SyncMode); rejects on I/O error or a bad
-   * event. What the event records is bounded first (bound.ts).
-   */
+  /** Resolves once the event's line is on stable storage (see SyncMode); rejects on I/O error or a bad event. */
   append(event: AuditEvent): Promise<void> {
-    return this.#append(boundEvent(event));
-  }
-
-  #append(event: AuditEvent): Promise<void> {
     if (this.#closed) return Promise.reject(new Error('audit log is closed'));
     let fields: string;
     try {

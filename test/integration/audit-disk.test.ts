@@ -98,6 +98,18 @@ describe('what one refusal costs the audit disk', () => {
     expect(await verifyAuditFile(gw.audit.path)).toMatchObject({ ok: true });
   });
 
+  it('a control API call is bounded too: a long reason and 50 KB of parameters', async () => {
+    const seq = await lastSeq();
+    const tok = await token('eve@contoso.com');
+    const parameters: Record<string, string> = {};
+    for (let i = 0; i < 50; i++) parameters[`P${i}`] = 'n'.repeat(1000);
+    const res = await fetch(`${gw.controlUrl}/api/requests`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${tok}` }, body: JSON.stringify({ task: 'New-JournalRule', reason: 'r'.repeat(2000), parameters }) });
+    expect(res.status, await res.text()).toBeLessThan(500);
+    const lines = (await readFile(gw.audit.path, 'utf8')).trim().split('\n').filter((l) => (JSON.parse(l) as { seq: number }).seq > seq);
+    expect(lines.length).toBeGreaterThan(0);
+    for (const l of lines) expect(Buffer.byteLength(l)).toBeLessThan(5 * 1024);
+  });
+
   it('an event within the bound is recorded whole, with the body hash and no truncation marker', async () => {
     const seq = await lastSeq();
     const body = JSON.stringify({ CmdletInput: { CmdletName: 'New-JournalRule', Parameters: { Name: 'j1', Enabled: true } } });
