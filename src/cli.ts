@@ -3,6 +3,9 @@ import { parseArgs } from 'node:util';
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { SignJWT } from 'jose';
+import { parseMinFree } from './audit/disk.js';
+import { exportSegments } from './audit/export.js';
+import { retentionFromEnv } from './audit/retention.js';
 import { verifyAuditFile } from './audit/verify.js';
 import { readAuditEvents } from './audit/search.js';
 import { callApi, callApiAllPages, CliError, print, type ClientOptions } from './cli/client.js';
@@ -14,11 +17,14 @@ import { PolicySet, shadowedRoleTasks } from './policy/compile.js';
 const USAGE = `usage: pamgate <command> [options]
 
   serve [--config FILE]                     run the gateway (env: PORT, HOST, ADMIN_PORT, UPSTREAM_URL, PAMGATE_DATA_DIR,
-                                            PAMGATE_STORE, PAMGATE_AUDIT_MAX_BYTES, PAMGATE_CONFIG_WATCH=off)
+                                            PAMGATE_STORE, PAMGATE_AUDIT_MAX_BYTES, PAMGATE_AUDIT_MIN_FREE,
+                                            PAMGATE_AUDIT_RETENTION_DAYS, PAMGATE_AUDIT_RETENTION_REQUIRE_EXPORT,
+                                            PAMGATE_CONFIG_WATCH=off)
   check FILE                                validate a policy file (file:line:col: message per error)
   explain --config FILE --user U --task T [--params JSON]
   audit verify [FILE|DIR]                   check the hash chain (the live file or data dir: all segments)
   audit search [FILE] [--type T] [--actor U] [--task T] [--request ID] [--since ISO] [--until ISO]
+  audit export DEST [DIR]                   copy rotated segments not yet exported to DEST, mark them exported
   request (--task T | --role R) --reason TEXT [--duration HOURS] [--ticket T] [--param K=V]...
   requests [--status S]
   approve ID [--comment TEXT]   deny ID [--comment TEXT]   cancel ID   revoke ID [--comment TEXT]
@@ -152,6 +158,8 @@ async function serve(configPath: string): Promise<number> {
       storeUrl: env['PAMGATE_STORE'],
       publicControlUrl: env['PAMGATE_PUBLIC_URL'],
       auditMaxBytes: positiveInt(env['PAMGATE_AUDIT_MAX_BYTES'], 'PAMGATE_AUDIT_MAX_BYTES'),
+      auditMinFree: env['PAMGATE_AUDIT_MIN_FREE'] ? setting(() => parseMinFree(env['PAMGATE_AUDIT_MIN_FREE']!)) : undefined,
+      auditRetention: setting(() => retentionFromEnv(env)),
       watchConfig: env['PAMGATE_CONFIG_WATCH'] !== 'off',
     });
   } catch (err) {
@@ -196,6 +204,15 @@ async function serve(configPath: string): Promise<number> {
 
 const SHUTDOWN_DEADLINE_MS = 20_000;
 
+/** A setting read from the environment; a bad value is a one-line CLI error. */
+function setting<T>(read: () => T): T {
+  try {
+    return read();
+  } catch (err) {
+    throw new CliError((err as Error).message);
+  }
+}
+
 function positiveInt(value: string | undefined, name: string): number | undefined {
   if (value === undefined || value === '') return undefined;
   const n = Number(value);
@@ -210,6 +227,9 @@ async function audit(rest: string[], o: { type?: string | undefined; actor?: str
     const result = await verifyAuditFile(file);
     if (result.ok) {
       process.stdout.write(`ok ${result.events} events${result.segments ? ` in ${result.segments + 1} files` : ''}\n`);
+      if (result.prunedThrough) {
+        process.stderr.write(`note: events 1–${result.prunedThrough} were deleted by retention (recorded as audit.pruned); verified ${result.prunedThrough + 1}–${result.events}. Their export verifies on its own and must end with hash ${result.prunedHash}\n`);
+      }
       if (result.inWal) process.stderr.write(`note: ${result.inWal} more acknowledged events are in audit.wal and not yet in the file (after a crash: the next start copies them in)\n`);
       return 0;
     }
@@ -223,7 +243,16 @@ async function audit(rest: string[], o: { type?: string | undefined; actor?: str
     }
     return 0;
   }
-  throw new CliError('audit takes verify FILE or search [FILE] [filters]');
+  if (verb === 'export') {
+    const dest = fileArg;
+    if (dest === undefined) throw new CliError('audit export needs a destination directory: pamgate audit export DEST [DIR]');
+    const dataDir = resolve(rest[2] ?? process.env['PAMGATE_DATA_DIR'] ?? './data');
+    const exported = await exportSegments(dataDir, resolve(dest));
+    for (const e of exported) process.stdout.write(`exported ${e.segment} sha256 ${e.sha256}\n`);
+    if (exported.length === 0) process.stdout.write('nothing to export: every rotated segment is exported already\n');
+    return 0;
+  }
+  throw new CliError('audit takes verify FILE, search [FILE] [filters] or export DEST [DIR]');
 }
 
 async function mintToken(configPath: string, o: { user?: string | undefined; amr?: string[] | undefined; hours?: string | undefined }): Promise<number> {

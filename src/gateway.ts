@@ -3,7 +3,11 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createAdaptorServer } from '@hono/node-server';
 import pino, { type Logger } from 'pino';
+import { boundedAudit } from './audit/bound.js';
+import { DiskWatch, type MinFree, type StatFs } from './audit/disk.js';
 import { AuditLog, type AuditFs } from './audit/log.js';
+import type { RetentionPolicy } from './audit/retention.js';
+import { AuditUpkeep } from './audit/upkeep.js';
 import { readAuditEvents } from './audit/search.js';
 import { formatConfigError, loadPolicyFile, type ConfigError } from './config/load.js';
 import type { JwtConfig } from './config/schema.js';
@@ -14,7 +18,7 @@ import { AccessService } from './grants/service.js';
 import { openEmbeddedStore, type RequestStore } from './grants/store.js';
 import { StoreSync } from './grants/sync.js';
 import { TokenVerifier } from './identity/jwt.js';
-import { createMetrics } from './metrics.js';
+import { addAuditDiskMetrics, createMetrics } from './metrics.js';
 import { Mailer } from './notify/mailer.js';
 import { PolicySet } from './policy/compile.js';
 import { Forwarder } from './proxy/forward.js';
@@ -41,6 +45,14 @@ export interface GatewayOptions {
   auditMaxBytes?: number | undefined;
   /** Audit file primitives (fault-injection tests). */
   auditFs?: AuditFs;
+  /** Free-space watermark of the audit disk (default: 1 GiB, or 5 % of a smaller disk). */
+  auditMinFree?: MinFree | undefined;
+  /** How often the audit disk's free space is read (default 10 s). */
+  auditDiskCheckMs?: number;
+  /** Reads the audit disk's free space (default fs.statfs). */
+  auditStatFs?: StatFs;
+  /** Retention of rotated audit segments; absent or null: kept forever. */
+  auditRetention?: RetentionPolicy | null | undefined;
   /** Reload when the policy file changes (default true; SIGHUP works either way). */
   watchConfig?: boolean;
   /** With watchConfig: also read the policy file this often, whatever the watch reports (default 5 s; 0 never). */
@@ -94,16 +106,23 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   try {
     // Created before what it reports on: the gauges read audit and service only when scraped.
     const metrics = createMetrics(() => audit.stats(), () => service.activeGrantCount());
-    const audit = await AuditLog.open({ dir: opts.dataDir, now, onDurable: metrics.onAuditDurable, ...(opts.auditMaxBytes ? { maxBytes: opts.auditMaxBytes } : {}), ...(opts.auditFs ? { fs: opts.auditFs } : {}) });
+    let upkeep: AuditUpkeep | null = null;
+    const audit = await AuditLog.open({ dir: opts.dataDir, now, onDurable: metrics.onAuditDurable, onRotated: () => upkeep?.afterRotation(), ...(opts.auditMaxBytes ? { maxBytes: opts.auditMaxBytes } : {}), ...(opts.auditFs ? { fs: opts.auditFs } : {}) });
+    // What clients can get into an event is bounded on its way to the writer (audit/bound.ts).
+    const recorder = boundedAudit(audit);
+    const disk = new DiskWatch({ dir: opts.dataDir, minFree: opts.auditMinFree, intervalMs: opts.auditDiskCheckMs, statfs: opts.auditStatFs, log });
+    addAuditDiskMetrics(metrics.registry, () => disk.state);
+    upkeep = new AuditUpkeep({ dir: opts.dataDir, append: (e) => audit.append(e), disk, retention: opts.auditRetention ?? null, now, log });
+    await upkeep.start();
     const store: RequestStore = await openStore(opts, log);
-    const service = new AccessService(store, audit, () => policies, now);
+    const service = new AccessService(store, recorder, () => policies, now);
     // Shared store: follow the other instances; grants count only while that view is fresh.
     const sync = store.changes ? new StoreSync(store.changes, service, { log, intervalMs: opts.sync?.pollMs, staleMs: opts.sync?.staleMs }) : null;
     if (sync) await sync.start();
     else await service.load();
     const storeFresh = sync ? sync.fresh : (): boolean => true;
     // Read once at start: a change to `notify` takes a restart.
-    const mailer = loaded.config.notify ? new Mailer(loaded.config.notify, () => policies, audit, () => `${requestUrl.replace(/\/api\/requests$/, '')}/ui`, log) : null;
+    const mailer = loaded.config.notify ? new Mailer(loaded.config.notify, () => policies, recorder, () => `${requestUrl.replace(/\/api\/requests$/, '')}/ui`, log) : null;
     if (mailer) service.onCommitted(mailer.onCommitted);
 
     const demo = opts.upstreamUrl ? null : await startDemoUpstream(0, '127.0.0.1');
@@ -121,7 +140,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         policies: () => policies,
         verifier: () => verifier,
         grantsOf: service.grantsOf,
-        audit,
+        audit: recorder,
         grantsTrusted: storeFresh,
       ...upstreamBasePath(upstreamUrl),
         now,
@@ -141,7 +160,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       policies: () => policies,
       metrics: metrics.registry,
       now,
-      ready: async () => ({ store: storeFresh() && (await store.ping().catch(() => false)), audit: await audit.probe() }),
+      ready: async () => ({ store: storeFresh() && (await store.ping().catch(() => false)), audit: await audit.probe(), auditDisk: disk.state?.low !== true }),
+      readyReasons: (): Record<string, string> => {
+        const reason = disk.reason();
+        return reason === null ? {} : { auditDisk: reason };
+      },
       countUses: async (from, to) => {
         const uses = new Map<string, number>();
         for await (const e of readAuditEvents(audit.path, { type: 'task.executed', since: new Date(from).toISOString(), until: new Date(to).toISOString() })) {
@@ -226,6 +249,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         forwarder.close();
         await demo?.close();
         await mailer?.stop();
+        await upkeep?.stop();
         await audit.close();
         await store.close();
         await lock.release();

@@ -49,6 +49,13 @@ export function createMetrics(auditStats: () => { events: number; batches: numbe
   };
 }
 
+/** Free space on the audit disk against its watermark (audit/disk.ts), read from the last periodic check. */
+export function addAuditDiskMetrics(registry: Registry, state: () => { freeBytes: number; minFreeBytes: number; low: boolean } | null): void {
+  new Gauge({ name: 'pamgate_audit_disk_free_bytes', help: 'Free bytes on the audit file\'s disk at the last check', registers: [registry], collect() { const s = state(); if (s !== null) this.set(s.freeBytes); } });
+  new Gauge({ name: 'pamgate_audit_disk_min_free_bytes', help: 'Free-space watermark of the audit disk (PAMGATE_AUDIT_MIN_FREE)', registers: [registry], collect() { const s = state(); if (s !== null) this.set(s.minFreeBytes); } });
+  new Gauge({ name: 'pamgate_audit_disk_low', help: '1 while the audit disk is below its free-space watermark (/readyz fails), else 0', registers: [registry], collect() { this.set(state()?.low === true ? 1 : 0); } });
+}
+
 interface Tally {
   labels: { outcome: string; status: string };
   count: number;

@@ -37,6 +37,8 @@ export interface AuditLogOptions {
   walBytes?: number;
   /** A checkpoint (audit.jsonl synced, then audit.head) runs at most this often; default 100 ms. */
   checkpointMs?: number;
+  /** Called after the live file was rotated into a new segment (disk check, retention). */
+  onRotated?: () => void;
 }
 
 export const DEFAULT_MAX_BYTES = 64 * 1024 * 1024;
@@ -102,6 +104,7 @@ class Queue {
 
 interface State {
   checkpointMs: number;
+  onRotated: (() => void) | undefined;
   onDurable: ((seconds: number, events: number) => void) | undefined;
   dir: string;
   wal: Wal;
@@ -141,6 +144,7 @@ export class AuditLog {
   readonly #maxBytes: number;
   readonly #checkpointMs: number;
   readonly #onDurable: ((seconds: number, events: number) => void) | undefined;
+  readonly #onRotated: (() => void) | undefined;
   readonly #wal: Wal;
   readonly #walPath: string;
   /** Lines open() copied from the WAL into audit.jsonl (the file had lost them in a crash). */
@@ -216,6 +220,7 @@ export class AuditLog {
     this.#maxBytes = s.maxBytes;
     this.#checkpointMs = s.checkpointMs;
     this.#onDurable = s.onDurable;
+    this.#onRotated = s.onRotated;
     this.#wal = s.wal;
     this.#walPath = s.walPath;
     this.restoredLines = s.restored;
@@ -274,7 +279,7 @@ export class AuditLog {
       const head = await readHead(headPath);
       headFd = await fs.open(headPath, fsConstants.O_RDWR | fsConstants.O_CREAT, FILE_MODE);
       const log = new AuditLog({
-        dir: opts.dir, path, fs, now: opts.now ?? Date.now, fd, headFd, onDurable: opts.onDurable, wal, walPath,
+        dir: opts.dir, path, fs, now: opts.now ?? Date.now, fd, headFd, onDurable: opts.onDurable, onRotated: opts.onRotated, wal, walPath,
         restored: plan?.restored ?? 0, liveBase, maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES, checkpointMs: opts.checkpointMs ?? HEAD_INTERVAL_MS, nextSegment: (segments.at(-1)?.index ?? 0) + 1,
         seq, prev: hash, size,
       });
@@ -697,6 +702,11 @@ export class AuditLog {
       this.#lapStartPending = { liveOffset: 0, seq: this.#seq, hash: this.#prev };
       await this.#fs.close(old).catch(() => undefined);
       await this.#startLap(this.#lapStartPending).catch(() => undefined); // a failure leaves it pending: no batch until it is done
+      try {
+        this.#onRotated?.();
+      } catch {
+        // A listener's failure is not the rotation's.
+      }
     } catch {
       // Keep appending to the open fd (live file or, after the rename, the newest segment).
     } finally {

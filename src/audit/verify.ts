@@ -3,6 +3,7 @@ import { stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { GENESIS, computedHash, isRecord, storedHash } from './line.js';
 import { headPathFor, readHead } from './head.js';
+import { PRUNED_EVENT, firstLineOf, prunedStartCheck } from './retention.js';
 import { LIVE_FILE, chainFiles, isSegment } from './segments.js';
 import { WAL_FILE, lapAfter, readLap, readWal } from './wal.js';
 
@@ -11,14 +12,18 @@ export type VerifyResult =
    * `segments`: rotated files checked before the live one (absent when there were none).
    * `inWal`: acknowledged lines that continue the chain in audit.wal but are not in the file (a
    * crash took them from it; the next start copies them back). Absent when there are none.
+   * `prunedThrough`, `prunedHash`: retention deleted lines 1–prunedThrough (an audit.pruned event
+   * accounts for them); the last of them had hash prunedHash. Absent when the chain starts at seq 1.
    */
-  | { ok: true; events: number; lastHash: string; segments?: number; inWal?: number }
+  | { ok: true; events: number; lastHash: string; segments?: number; inWal?: number; prunedThrough?: number; prunedHash?: string }
   /** `line` counts within `file`, which is given only when it is not the path that was asked about. */
   | { ok: false; line: number; reason: string; file?: string };
 
 interface Chain {
   line: number;
   prev: string;
+  /** The last audit.pruned event met: the end of the lines retention deleted. */
+  pruned?: { seq: number; hash: string };
 }
 
 /** Checks one complete line (without '\n') against the chain so far; returns a reason or null. */
@@ -36,6 +41,9 @@ function checkLine(raw: Buffer, chain: Chain): string | null {
   const seq = obj['seq'];
   if (seq !== chain.line) return `seq ${JSON.stringify(seq) ?? 'missing'} expected ${chain.line} (line removed or reordered)`;
   if (obj['prev'] !== chain.prev) return 'prev does not match previous hash';
+  if (obj['type'] === PRUNED_EVENT && typeof obj['throughSeq'] === 'number' && typeof obj['throughHash'] === 'string') {
+    chain.pruned = { seq: obj['throughSeq'], hash: obj['throughHash'] };
+  }
   if (obj['type'] === 'audit.truncated') {
     return `file truncated: head records seq ${String(obj['headSeq'])} but file ended at seq ${String(obj['fileSeq'])} (found on reopen)`;
   }
@@ -64,7 +72,10 @@ async function verifyFiles(path: string, live: string, files: string[]): Promise
   // Read the head before the files: it never leads the file, so a concurrent writer cannot cause a false alarm.
   // A rotated segment checked on its own ends before the anchored line, so the head does not apply to it.
   const head = isSegment(live) ? 'absent' : await readHead(headPathFor(live));
-  const chain: Chain = { line: 0, prev: GENESIS };
+  // After retention deleted the oldest segments the chain goes on from the first retained line;
+  // prunedStartCheck below makes sure an audit.pruned event accounts for the lines before it.
+  const start = files.length > 0 ? await firstLineOf(files[0]!) : null;
+  const chain: Chain = start !== null && start.seq > 1 ? { line: start.seq - 1, prev: start.prev } : { line: 0, prev: GENESIS };
   let hashAtHead: string | null = null;
   let headAt = { file: live, line: 0 };
   let fileLine = 0;
@@ -110,6 +121,12 @@ async function verifyFiles(path: string, live: string, files: string[]): Promise
   }
 
   const events = chain.line;
+  const prunedThrough = start !== null && start.seq > 1 ? start.seq - 1 : 0;
+  if (prunedThrough > 0) {
+    const unaccounted = prunedStartCheck(start!, chain.pruned ?? null);
+    failedIn = files[0]!;
+    if (unaccounted !== null) return fail(1, unaccounted);
+  }
   failedIn = live;
   const lastLine = fileLine;
   if (head === 'unreadable') {
@@ -119,7 +136,8 @@ async function verifyFiles(path: string, live: string, files: string[]): Promise
     if (head.seq > events) {
       return fail(lastLine + 1, `file truncated: head records seq ${head.seq} but file ends at seq ${events}`);
     }
-    if (hashAtHead !== head.hash) {
+    // A head older than the first retained line (retention pruned it) can only vouch that the file reaches past it.
+    if (hashAtHead !== head.hash && head.seq > prunedThrough) {
       failedIn = headAt.file;
       return fail(
         headAt.line,
@@ -130,7 +148,7 @@ async function verifyFiles(path: string, live: string, files: string[]): Promise
   const segments = files.length - 1;
   const wal = basename(live) === LIVE_FILE ? await readWal(join(dirname(live), WAL_FILE)) : null;
   const inWal = wal === null ? 0 : lapAfter(readLap(wal), events, chain.prev).lines;
-  return { ok: true, events, lastHash: chain.prev, ...(segments > 0 ? { segments } : {}), ...(inWal > 0 ? { inWal } : {}) };
+  return { ok: true, events, lastHash: chain.prev, ...(segments > 0 ? { segments } : {}), ...(inWal > 0 ? { inWal } : {}), ...(prunedThrough > 0 ? { prunedThrough, prunedHash: start!.prev } : {}) };
 }
 
 async function isDirectory(path: string): Promise<boolean> {

@@ -18,6 +18,8 @@ export interface ControlContext {
   policies(): PolicySet;
   /** Readiness of each dependency (store, audit file). */
   ready(): Promise<Record<string, boolean>>;
+  /** Why a failing check fails, by check name, where there is more to say than false. */
+  readyReasons?(): Record<string, string>;
   metrics: Registry;
   /** task.executed counts per request id in [from, to), read from the audit file. */
   countUses(from: number, to: number): Promise<Map<string, number>>;
@@ -54,7 +56,8 @@ export function createControlApp(ctx: ControlContext): Hono<Env> {
   app.get('/readyz', async (c) => {
     const checks = await ctx.ready();
     const ok = Object.values(checks).every(Boolean);
-    return c.json({ status: ok ? 'ready' : 'not ready', checks }, ok ? 200 : 503);
+    const reasons = ok ? undefined : ctx.readyReasons?.();
+    return c.json({ status: ok ? 'ready' : 'not ready', checks, ...(reasons !== undefined && Object.keys(reasons).length > 0 ? { reasons } : {}) }, ok ? 200 : 503);
   });
   app.get('/metrics', async (c) => c.text(await ctx.metrics.metrics(), 200, { 'content-type': ctx.metrics.contentType }));
   app.get('/api/openapi.json', (c) => c.json(openApiDocument));

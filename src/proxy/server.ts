@@ -1,3 +1,4 @@
+import * as crypto from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
@@ -195,7 +196,7 @@ async function handle(ctx: ProxyContext, forwarder: Forwarder, req: IncomingMess
   const remote = req.socket.remoteAddress ?? null;
   if (classified.kind === 'reject') {
     const disabled = !policies.settings.enabled;
-    const recorded = await auditReject(ctx, remote, head.url, classified.message, disabled);
+    const recorded = await auditReject(ctx, remote, head.url, classified.message, disabled, body);
     if (disabled && recorded) {
       ctx.onDecision?.('forward', 0);
       return forwarder.forward(req, res, body);
@@ -219,7 +220,7 @@ async function handle(ctx: ProxyContext, forwarder: Forwarder, req: IncomingMess
   }
 
   try {
-    await auditDecision(ctx, decision, identity, remote);
+    await auditDecision(ctx, decision, identity, remote, body);
   } catch (err) {
     ctx.log.error({ err }, 'audit write failed; gated request refused');
     return auditUnavailable(ctx, res);
@@ -255,9 +256,19 @@ function blockedBody(ctx: ProxyContext, v: Verdict, status: number): Buffer {
   return body;
 }
 
-/** Records an unreadable request on a command route; false when the audit file cannot take it. */
-function auditReject(ctx: ProxyContext, remote: string | null, path: string, reason: string, disabled: boolean): Promise<boolean> {
-  const event = { type: disabled ? 'task.reported' : 'task.blocked', actor: null, task: null, policy: null, requestId: null, remote, reason, path: path.slice(0, 2048), ...(disabled ? { mode: 'disabled' } : {}) };
+/**
+ * sha256 of the request body as received (and as forwarded): the audit event may record parameters
+ * cut short (audit/bound.ts), and this still ties it to the exact bytes, e.g. in the upstream's logs.
+ * Only computed for requests that are recorded.
+ */
+const bodySha256: (body: Buffer) => string =
+  typeof crypto.hash === 'function'
+    ? (body: Buffer): string => crypto.hash('sha256', body, 'hex')
+    : (body: Buffer): string => crypto.createHash('sha256').update(body).digest('hex');
+
+/** Records an unreadable request on a command route; false when the audit file cannot take it. `body`: absent when refused before it was read. */
+function auditReject(ctx: ProxyContext, remote: string | null, path: string, reason: string, disabled: boolean, body?: Buffer): Promise<boolean> {
+  const event = { type: disabled ? 'task.reported' : 'task.blocked', actor: null, task: null, policy: null, requestId: null, remote, reason, path: path.slice(0, 2048), ...(disabled ? { mode: 'disabled' } : {}), ...(body !== undefined ? { bodySha256: bodySha256(body) } : {}) };
   return ctx.audit.append(event).then(
     () => true,
     (err: unknown) => {
@@ -277,11 +288,13 @@ function anyGated(commands: readonly Command[], policies: PolicySet): boolean {
   return false;
 }
 
-function auditDecision(ctx: ProxyContext, decision: Decision, identity: Identity | null, remote: string | null): Promise<unknown> {
+function auditDecision(ctx: ProxyContext, decision: Decision, identity: Identity | null, remote: string | null, body: Buffer): Promise<unknown> {
   const events: Promise<void>[] = [];
+  let digest: string | undefined;
   for (const v of decision.verdicts) {
     const type = eventType(v, decision);
     if (type === null) continue;
+    digest ??= bodySha256(body);
     const event: AuditEvent = {
       type,
       actor: identity?.user ?? null,
@@ -290,6 +303,7 @@ function auditDecision(ctx: ProxyContext, decision: Decision, identity: Identity
       requestId: v.kind === 'granted' ? v.grant.requestId : null,
       remote,
       parameters: Object.fromEntries(v.command.params),
+      bodySha256: digest,
     };
     if (decision.mode !== 'enforce') event['mode'] = decision.mode;
     if (v.kind === 'unverifiable') {
