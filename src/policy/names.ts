@@ -21,6 +21,20 @@ export function taskKey(name: string): string {
   return s.toUpperCase().toLowerCase();
 }
 
+/**
+ * PowerShell's command discovery runs a name it finds no command for as `Get-<name>` when the
+ * name has no '-' (CommandDiscovery.TryNormalSearch). Which commands exist is the upstream's
+ * knowledge, not the gateway's, so such a name is read both ways. The upstream skips names with
+ * a module prefix; they are read both ways too, as `Module\Get-<name>`, at no cost to plain
+ * names. A name with an ASCII '-' is never given a second verb.
+ */
+export function defaultVerbReading(name: string, key: string): { name: string; key: string } | null {
+  if (key.includes('-') && name.includes('-')) return null;
+  const trimmed = name.trim();
+  const cut = Math.max(trimmed.lastIndexOf('\\'), trimmed.lastIndexOf('/')) + 1;
+  return { name: `${trimmed.slice(0, cut)}Get-${trimmed.slice(cut).trimStart()}`, key: `get-${key}` };
+}
+
 /** Compiles a policy glob (`Remove-*`, `Set-?ailbox`) to a matcher over task keys. */
 export function globToRegExp(glob: string): RegExp {
   const key = taskKey(glob.replace(/\*/g, '\u0001').replace(/\?/g, '\u0002'));
