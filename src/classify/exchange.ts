@@ -3,6 +3,7 @@ import { defaultVerbReading, taskKey } from '../policy/names.js';
 import { BodyError, decodeContent, decodeText } from './decode.js';
 import { IGNORABLE, JsonAmbiguityError, parseStrictJson, type JsonObject, type JsonValue } from './json.js';
 import { isGateableTarget } from './path.js';
+import { unescapeUnicode } from './unescape.js';
 
 /** What the Exchange adapter made of a request. */
 export type Classification =
@@ -158,8 +159,8 @@ function mentionsCmdletName(s: string): boolean {
   let t = s;
   // \\u0043 inside a string inside a string unescapes one level per parse.
   for (let round = 0; round < MAX_NESTED_DOCUMENTS && t.includes('\\'); round++) {
-    const next = t.replace(/\\+u([0-9a-fA-F]{4})/g, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16)));
-    if (next === t) break;
+    const next = unescapeUnicode(t);
+    if (next === null) break;
     t = next;
   }
   return /cmdletname/.test(
