@@ -160,6 +160,15 @@ describe('verb-less names: PowerShell runs `X` as `Get-X` when no command X exis
     expect((await s.auditEvents()).at(-1)).toMatchObject({ type: 'task.executed', actor: 'dave@contoso.com', task: 'Get-TransportRule', calledAs: 'TransportRule', policy: 'transport-rules' });
   });
 
+  it('a verb-less name with wildcard characters is refused, not expanded', async () => {
+    // Invocation does not expand wildcards in a command name, but Get-Command-style lookups do: never guess.
+    for (const name of ['TransportRul*', 'Transport?ule', 'Exchange\\Transport*', '[T]ransportRule', 'TransportRul[e]', '*']) {
+      const r = await send(s.proxy, asEve(name));
+      expect(r.status, `${name} → ${r.body}`).toBe(400);
+    }
+    await s.expectNothingGated();
+  });
+
   it('a name that has a verb is not read with a second one', async () => {
     // PowerShell tries Get- only for a name without '-': Set-Mailbox is never Get-Set-Mailbox.
     const strict = await startStack({ policies: TEST_POLICIES.replace("task: '*-TransportRule'", "task: 'Get-*'") });
