@@ -278,7 +278,7 @@ async function openStore(opts: GatewayOptions, log: Logger): Promise<RequestStor
 }
 
 function upstreamBasePath(upstreamUrl: string): { upstreamBasePath?: string } {
-  const path = new URL(upstreamUrl).pathname.replace(/\/+$/, '');
+  const path = new URL(upstreamUrl).pathname.replace(/(?<!\/)\/+$/, '');
   return path === '' ? {} : { upstreamBasePath: path };
 }
 

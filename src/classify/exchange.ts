@@ -1,8 +1,9 @@
 import type { Command } from '../policy/decide.js';
-import { taskKey } from '../policy/names.js';
+import { defaultVerbReading, taskKey } from '../policy/names.js';
 import { BodyError, decodeContent, decodeText } from './decode.js';
 import { IGNORABLE, JsonAmbiguityError, parseStrictJson, type JsonObject, type JsonValue } from './json.js';
 import { isGateableTarget } from './path.js';
+import { unescapeUnicode } from './unescape.js';
 
 /** What the Exchange adapter made of a request. */
 export type Classification =
@@ -78,7 +79,7 @@ function collectCommands(value: JsonValue, out: Command[], budget: { nested: num
     // Any object with a body may be a batch request, whatever else it has; a command's own Parameters are not.
     if (!isParameters && value.has('body')) checkBatchRequest(value);
     const isCommand = value.has('cmdletname');
-    if (isCommand) out.push(toCommand(value));
+    if (isCommand) pushReadings(toCommand(value), out);
     for (const [key, child] of value) {
       if (key !== 'cmdletname') collectCommands(child, out, budget, isCommand && key === 'parameters');
     }
@@ -158,8 +159,8 @@ function mentionsCmdletName(s: string): boolean {
   let t = s;
   // \\u0043 inside a string inside a string unescapes one level per parse.
   for (let round = 0; round < MAX_NESTED_DOCUMENTS && t.includes('\\'); round++) {
-    const next = t.replace(/\\+u([0-9a-fA-F]{4})/g, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16)));
-    if (next === t) break;
+    const next = unescapeUnicode(t);
+    if (next === null) break;
     t = next;
   }
   return /cmdletname/.test(
@@ -175,6 +176,13 @@ function mentionsCmdletName(s: string): boolean {
 // After taskKey(): what a cmdlet name may be. Anything else could resolve differently upstream.
 const PLAIN_TASK_KEY = /^[a-z0-9_]+(-[a-z0-9_]+)*$/;
 const INVISIBLE = /[\p{Cc}\p{Cf}]/u;
+
+/** The command, and the other command the upstream's discovery could take its name for. */
+function pushReadings(command: Command, out: Command[]): void {
+  out.push(command);
+  const reading = defaultVerbReading(command.name, command.key);
+  if (reading !== null) out.push({ name: reading.name, key: reading.key, calledAs: command.name, params: command.params });
+}
 
 function toCommand(input: JsonObject): Command {
   const name = input.get('cmdletname');

@@ -63,7 +63,7 @@ function resolveSegments(path: string): string {
   for (let segment of path.split('/')) {
     const semi = segment.indexOf(';'); // matrix/path parameters
     if (semi >= 0) segment = segment.slice(0, semi);
-    segment = segment.replace(/[\s.]+$/u, (m) => (segment === m ? m : '')); // Windows ignores trailing dots and spaces
+    segment = withoutTrailingDotsAndSpaces(segment); // as Windows reads a file name
     if (segment === '' || segment === '.') continue;
     if (segment === '..') {
       out.pop();
@@ -72,6 +72,20 @@ function resolveSegments(path: string): string {
     out.push(segment);
   }
   return '/' + out.join('/');
+}
+
+/** `segment` less its trailing dots and white space, unless that is all it is. Scans back once. */
+function withoutTrailingDotsAndSpaces(segment: string): string {
+  let end = segment.length;
+  while (end > 0 && isDotOrSpace(segment.charCodeAt(end - 1))) end--;
+  return end === 0 || end === segment.length ? segment : segment.slice(0, end);
+}
+
+/** '.' or what `\s` matches (no white space lies outside the BMP). */
+function isDotOrSpace(c: number): boolean {
+  if (c === 0x2e || c === 0x20 || (c >= 0x09 && c <= 0x0d)) return true;
+  if (c < 0xa0) return false;
+  return c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff;
 }
 
 /** Decodes %XX (as UTF-8) and IIS-style %uXXXX; null when the bytes are not valid UTF-8. */

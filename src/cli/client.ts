@@ -19,7 +19,7 @@ export async function callApiAllPages(opts: ClientOptions, path: string): Promis
     const { data, res } = await exchange(opts, 'GET', next);
     if (!Array.isArray(data)) throw new CliError(`GET ${next}: expected a list, got ${typeof data}`);
     all.push(...(data as unknown[]));
-    next = /<([^>]+)>;\s*rel="next"/.exec(res.headers.get('link') ?? '')?.[1] ?? null;
+    next = /<([^<>]+)>;\s*rel="next"/.exec(res.headers.get('link') ?? '')?.[1] ?? null;
   }
   return all;
 }

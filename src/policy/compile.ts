@@ -1,5 +1,5 @@
 import type { PolicyEntry, PolicyFile, Settings } from '../config/schema.js';
-import { globToRegExp, isGlob, taskKey } from './names.js';
+import { compileGlob, isGlob, taskKey, type GlobMatcher } from './names.js';
 import { compileParamRules, type CompiledParamRule } from './params.js';
 
 export interface CompiledPolicy {
@@ -9,7 +9,7 @@ export interface CompiledPolicy {
   role: string | null;
   /** Task keys the policy covers exactly (empty for a glob policy). */
   taskKeys: ReadonlySet<string>;
-  glob: RegExp | null;
+  glob: GlobMatcher | null;
   approval: 'manual' | 'auto';
   approverGroup: string | null;
   approvals: number;
@@ -108,7 +108,7 @@ export class PolicySet {
   }
 
   private compile(entry: PolicyEntry): CompiledPolicy {
-    const glob = entry.task !== undefined && isGlob(entry.task) ? globToRegExp(entry.task) : null;
+    const glob = entry.task !== undefined && isGlob(entry.task) ? compileGlob(entry.task) : null;
     const taskKeys = new Set<string>();
     if (entry.task !== undefined && !glob) taskKeys.add(taskKey(entry.task));
     if (entry.role !== undefined) for (const t of this.roles.get(entry.role) ?? []) taskKeys.add(t);

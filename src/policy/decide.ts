@@ -22,8 +22,10 @@ export interface Grant {
 
 /** One command a request would make the upstream run. */
 export interface Command {
-  /** As written by the caller (for audit and error messages). */
+  /** As written by the caller, or as the upstream would read it (`Get-X` for `X`), for audit and error messages. */
   name: string;
+  /** The name as written, when `name` is another reading of it. */
+  calledAs?: string;
   /** Normalised with taskKey(). */
   key: string;
   params: CallParams;

@@ -43,7 +43,7 @@ export class Forwarder {
     const defaultPort = https ? 443 : 80;
     const port = target.port ? Number(target.port) : defaultPort;
     this.#basePath = target.path ?? '';
-    this.#prefix = /^(\/[^/?#]+)*\/*$/.test(this.#basePath) && !URL_IN_PATH.test(this.#basePath) ? this.#basePath.replace(/\/+$/, '') : null;
+    this.#prefix = /^(\/[^/?#]+)*\/*$/.test(this.#basePath) && !URL_IN_PATH.test(this.#basePath) ? this.#basePath.replace(/(?<!\/)\/+$/, '') : null;
     const bare = this.#hostname.includes(':') && !this.#hostname.startsWith('[') ? `[${this.#hostname}]` : this.#hostname;
     this.#defaultHost = port !== defaultPort ? `${bare}:${port}` : bare;
     const connect = buildConnector({});

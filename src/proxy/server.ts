@@ -299,6 +299,7 @@ function auditDecision(ctx: ProxyContext, decision: Decision, identity: Identity
       type,
       actor: identity?.user ?? null,
       task: v.command.name,
+      ...(v.command.calledAs !== undefined ? { calledAs: v.command.calledAs } : {}),
       policy: v.policy.id,
       requestId: v.kind === 'granted' ? v.grant.requestId : null,
       remote,

@@ -14,7 +14,9 @@ import { LenientObject, parseLenientJson, type LenientValue } from './lenient-js
  *   strings (as OData JSON batch allows) — every command runs; a batch body whose request
  *   `headers` give a media type other than JSON or text/* is a base64url string of the bytes,
  *   which may carry a `content-encoding` (OData JSON Format 4.01 §19.1);
- * - cmdlet resolution: ignores case and a module prefix, treats U+2010–U+2015 and U+2212 as '-'.
+ * - cmdlet resolution: ignores case and a module prefix, treats U+2010–U+2015 and U+2212 as '-';
+ *   a name that resolves to nothing and has no '-' of its own is tried again as `Get-<name>`
+ *   (PowerShell's default verb), module-qualified or not.
  */
 
 export interface RawRequest {
@@ -74,7 +76,9 @@ export function resolveCmdlet(name: string): string | null {
   let s = name.trim();
   const prefix = s.lastIndexOf('\\');
   if (prefix >= 0) s = s.slice(prefix + 1);
-  return KNOWN_BY_UPPER.get(s.replace(DASHES, '-').toUpperCase()) ?? null;
+  const found = KNOWN_BY_UPPER.get(s.replace(DASHES, '-').toUpperCase());
+  if (found !== undefined || s.includes('-')) return found ?? null;
+  return KNOWN_BY_UPPER.get(`GET-${s.replace(DASHES, '-').toUpperCase()}`) ?? null;
 }
 
 export function readLeniently(req: RawRequest): Reading {

@@ -26,7 +26,7 @@ const fullwidth = (c: string): string => (/[A-Za-z]/.test(c) ? String.fromCharCo
 /** Characters whose upper case is an ASCII letter: ı → I, ſ → S, K (Kelvin) → K. */
 const caseTwin = (c: string): string => ({ i: '\u0131', s: '\u017F', k: '\u212A' })[c.toLowerCase()] ?? c;
 
-/** A spelling of `base` (Verb-Noun) that some reader could take for it. */
+/** A spelling of `base` (Verb-Noun) that some reader could take for it; `Get-X` may also be spelled `X` (PowerShell's default verb). */
 export function nameSpelling(bases: readonly string[]): fc.Arbitrary<string> {
   return fc
     .record({
@@ -34,6 +34,7 @@ export function nameSpelling(bases: readonly string[]): fc.Arbitrary<string> {
       caseFlips: fc.array(fc.boolean(), { minLength: 40, maxLength: 40 }),
       dash: fc.oneof({ weight: 9, arbitrary: fc.constantFrom(...DASHES) }, { weight: 1, arbitrary: fc.constantFrom(...COMPAT_DASHES) }),
       prefix: fc.constantFrom(...PREFIXES),
+      verbless: fc.integer({ min: 0, max: 2 }),
       lead: fc.constantFrom(...PADDING),
       trail: fc.constantFrom(...PADDING),
       widen: fc.array(fc.integer({ min: 0, max: 199 }), { minLength: 40, maxLength: 40 }),
@@ -42,8 +43,9 @@ export function nameSpelling(bases: readonly string[]): fc.Arbitrary<string> {
         { weight: 1, arbitrary: fc.tuple(fc.constantFrom(...INVISIBLE), fc.integer({ min: 0, max: 30 })) },
       ),
     })
-    .map(({ base, caseFlips, dash, prefix, lead, trail, widen, invisible }) => {
-      let name = [...base]
+    .map(({ base, caseFlips, dash, prefix, verbless, lead, trail, widen, invisible }) => {
+      const noun = verbless === 0 && /^get-/i.test(base) ? base.slice(4) : base;
+      let name = [...noun]
         .map((c, i) => {
           if (c === '-') return dash;
           const flipped = caseFlips[i] ? (c === c.toLowerCase() ? c.toUpperCase() : c.toLowerCase()) : c;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { globToRegExp, isGlob, taskKey } from '../../src/policy/names.js';
+import { defaultVerbReading, compileGlob, isGlob, taskKey } from '../../src/policy/names.js';
 
 describe('taskKey', () => {
   it.each([
@@ -32,21 +32,41 @@ describe('taskKey', () => {
 
 describe('globs', () => {
   it('matches case-insensitively over keys', () => {
-    const re = globToRegExp('Remove-*');
+    const re = compileGlob('Remove-*');
     expect(re.test(taskKey('Remove-Mailbox'))).toBe(true);
     expect(re.test(taskKey('REMOVE\u2013JournalRule'))).toBe(true);
     expect(re.test(taskKey('Get-Mailbox'))).toBe(false);
     expect(re.test(taskKey('XRemove-Mailbox'))).toBe(false);
   });
   it('? matches exactly one character and regex metacharacters are literal', () => {
-    const re = globToRegExp('Set-?ailbox');
+    const re = compileGlob('Set-?ailbox');
     expect(re.test('set-mailbox')).toBe(true);
     expect(re.test('set-ailbox')).toBe(false);
-    expect(globToRegExp('A.B*').test('axb')).toBe(false);
+    expect(compileGlob('A.B*').test('axb')).toBe(false);
   });
   it('isGlob', () => {
     expect(isGlob('Remove-*')).toBe(true);
     expect(isGlob('Get-?')).toBe(true);
     expect(isGlob('Get-Mailbox')).toBe(false);
+  });
+});
+
+describe('defaultVerbReading: the Get- reading PowerShell gives a name without a verb', () => {
+  const reading = (name: string) => defaultVerbReading(name, taskKey(name));
+  it.each([
+    ['TransportRule', 'Get-TransportRule', 'get-transportrule'],
+    [' transportrule\u00A0', 'Get-transportrule', 'get-transportrule'],
+    ['Exchange\\TransportRule', 'Exchange\\Get-TransportRule', 'get-transportrule'],
+    ['My-Module\\TransportRule', 'My-Module\\Get-TransportRule', 'get-transportrule'], // the '-' is the module's
+    ['\uFF34ransportRule', 'Get-\uFF34ransportRule', 'get-transportrule'],
+    // Only an ASCII '-' stops the upstream prepending Get-; a Unicode dash folds to '-' in the key.
+    ['New\u2013JournalRule', 'Get-New\u2013JournalRule', 'get-new-journalrule'],
+  ])('%j → %j (%s)', (name, readingName, key) => {
+    expect(reading(name)).toEqual({ name: readingName, key });
+  });
+  it('a name with a verb has no second reading', () => {
+    expect(reading('Get-TransportRule')).toBeNull();
+    expect(reading('Set-Mailbox')).toBeNull();
+    expect(reading('Exchange\\New-JournalRule')).toBeNull();
   });
 });
