@@ -17,6 +17,7 @@ const defOf = (s: ZodType): Def => (s as unknown as { _zod: { def: Def } })._zod
 /** Every key of the schema as a path (`settings.mode`, `policies[].task`, `groups.<name>`), with its default. */
 function keysOf(schema: ZodType, path = '', out: Key[] = []): Key[] {
   const def = defOf(schema);
+  // An array's elements are documented with the array (`policies`), their keys as `policies[].id`.
   const here = (): Key => {
     let key = out.find((k) => k.path === path);
     if (!key) out.push((key = { path }));
@@ -30,20 +31,20 @@ function keysOf(schema: ZodType, path = '', out: Key[] = []): Key[] {
     case 'default':
     case 'prefault': {
       const value = typeof def.defaultValue === 'function' ? (def.defaultValue as () => unknown)() : def.defaultValue;
-      if (path) here().default = value;
+      if (path && !path.endsWith('[]')) here().default = value;
       return keysOf(def.innerType!, path, out);
     }
     case 'pipe':
       return keysOf(def.in!, path, out);
     case 'object':
-      if (path) here();
+      if (path && !path.endsWith('[]')) here();
       for (const [name, value] of Object.entries(def.shape!)) keysOf(value, path ? `${path}.${name}` : name, out);
       return out;
     case 'array':
-      if (path) here();
+      if (path && !path.endsWith('[]')) here();
       return keysOf(def.element!, `${path}[]`, out);
     case 'record':
-      if (path) here();
+      if (path && !path.endsWith('[]')) here();
       return keysOf(def.valueType!, `${path}.<name>`, out);
     default:
       if (path && !path.endsWith('[]')) here();
