@@ -20,6 +20,37 @@ function brokenLinks(file: string): string[] {
   return broken;
 }
 
+/** GitHub's anchors for the headings of a Markdown document (`## GET /api/review` → `get-apireview`). */
+function anchorsOf(markdown: string): Set<string> {
+  const seen = new Map<string, number>();
+  const out = new Set<string>();
+  let fenced = false;
+  for (const line of markdown.split('\n')) {
+    if (/^\s*(```|~~~)/.test(line)) fenced = !fenced;
+    const m = fenced ? null : /^#{1,6}\s+(.*?)\s*#*\s*$/.exec(line);
+    if (!m) continue;
+    const slug = m[1]!.replace(/`/g, '').toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, '').replace(/\s/g, '-');
+    const n = seen.get(slug) ?? 0;
+    seen.set(slug, n + 1);
+    out.add(n === 0 ? slug : `${slug}-${n}`);
+  }
+  return out;
+}
+
+function brokenAnchors(file: string): string[] {
+  const broken: string[] = [];
+  for (const { line, target } of linksOf(read(file))) {
+    const hash = target.indexOf('#');
+    if (external.test(target) || hash < 0) continue;
+    const path = target.slice(0, hash);
+    if (path !== '' && !path.endsWith('.md')) continue;
+    const doc = path === '' ? file : relative(ROOT, join(ROOT, dirname(file), decodeURI(path)));
+    if (!existsSync(join(ROOT, doc))) continue; // reported by the link check
+    if (!anchorsOf(read(doc)).has(decodeURIComponent(target.slice(hash + 1)))) broken.push(`${file}:${line}: ${target}: no such heading in ${doc}`);
+  }
+  return broken;
+}
+
 describe('links in README.md and docs/', () => {
   it('finds the documents and their links (the check below is not vacuous)', () => {
     const files = manualFiles();
@@ -30,5 +61,10 @@ describe('links in README.md and docs/', () => {
 
   it('every relative link resolves to a file or directory inside the repository', () => {
     expect(manualFiles().flatMap(brokenLinks)).toEqual([]);
+  });
+
+  it('every anchor into a Markdown file names one of its headings', () => {
+    expect([...anchorsOf('## GET /api/review\n### approve, deny, cancel, revoke\n## Notes\n## Notes')]).toEqual(['get-apireview', 'approve-deny-cancel-revoke', 'notes', 'notes-1']);
+    expect(manualFiles().flatMap(brokenAnchors)).toEqual([]);
   });
 });
