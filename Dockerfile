@@ -31,5 +31,5 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
 STOPSIGNAL SIGTERM
 # --initial-old-space-size: no full GC before the old generation reaches ~192 MB, so none while
 # load starts after idling; --no-memory-reducer: no heap-shrinking marking while idle to compete
-# with the next burst (README "Memory and GC"; bench/RESULTS.md, sessions 10 and 11).
+# with the next burst (docs/design/005-node-flags.md).
 CMD ["node", "--initial-old-space-size=192", "--no-memory-reducer", "dist/cli.js", "serve"]

@@ -1,7 +1,7 @@
 // The disk alone: how long a synchronous (O_DSYNC) write of one audit batch's size takes on the
 // filesystem the gateways' audit files live on, with nothing else running, and the CPU it costs.
-// 'in place' rewrites a zero-filled file, as the gateway's audit.wal does (session 5); 'append'
-// grows the file, as the audit file itself was written before. The gateway's gated requests wait
+// 'in place' rewrites a zero-filled file, as the gateway's audit.wal does; 'append' grows the
+// file, the alternative it was chosen over (docs/design/002-audit-write-ahead-log.md). The gateway's gated requests wait
 // for one in-place write each, so that distribution bounds their latency from below.
 // usage: node bench/disk.mjs DIR [SECONDS]   (the bench runs it pinned to the proxy's CPU)
 import { closeSync, constants, fsyncSync, openSync, unlinkSync, write, writeSync } from 'node:fs';

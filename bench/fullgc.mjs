@@ -2,7 +2,7 @@
 // CPU): 10,000 policies and 100,000 grants of other users loaded in-process as the gateway loads
 // them, then the CPU time of `gc()`, median of 8 (CPU, not wall time: a shared host's other jobs
 // stretch the wall time). The (d) p99 is the full GCs that come at the start of load
-// after idling (bench/RESULTS.md, sessions 6–9); what a full GC costs is what they mark.
+// after idling (docs/design/005-node-flags.md); what a full GC costs is what they mark.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -1006,8 +1006,8 @@ async function main() {
     if (FRESH && round > 0) {
       // A new process per round: one process's luck (its memory layout, what its JIT chose)
       // becomes one round's noise instead of the whole run's bias. But a young gateway spends
-      // more CPU on its helper threads (V8's compiler and GC helpers: bench/RESULTS.md, session
-      // 14) than a long-lived one, which is why this is not the default.
+      // more CPU on its helper threads (V8's compiler and GC helpers: ~24 against ~18 µs per
+      // request after an 8-s warm-up) than a long-lived one, which is why this is not the default.
       await stopNodeProxies(procs);
       procs = await startNodeProxies(round);
       bind(cells);
@@ -1058,7 +1058,7 @@ async function main() {
     "Memory of the gateways after the rounds (their /metrics: resident set, V8 heap used / reserved; the node flags decide how far the heap grows before a full GC):",
     ...memory,
     '',
-    `The disk alone, after the rounds (bench/disk.mjs: O_DSYNC writes of ${16 * 400} bytes, a typical batch, on the audit files' filesystem, pinned to CPU 1, ${SMOKE ? 1 : 4} s each; "in place" rewrites a zero-filled file as audit.wal does, "append" grows the file as the audit file was written before session 5):`,
+    `The disk alone, after the rounds (bench/disk.mjs: O_DSYNC writes of ${16 * 400} bytes, a typical batch, on the audit files' filesystem, pinned to CPU 1, ${SMOKE ? 1 : 4} s each; "in place" rewrites a zero-filled file as audit.wal does, "append" grows the file, as a synchronous append to the audit file would):`,
     ...(await diskProbe(procs.small.dataDir)),
   ].join('\n');
   console.log('\n' + report);

@@ -1,5 +1,5 @@
 // What one young-generation GC (scavenge) costs with N long-lived values held, by their form.
-// Session 4's evidence for keeping the state off the V8 heap (bench/RESULTS.md, "Fourth round").
+// Evidence for keeping the state off the V8 heap (docs/design/006-state-off-the-heap.md).
 //
 //   taskset -c 1 node --trace-gc bench/scavenge.mjs 300000 str | node bench/scavenge.mjs --summary
 //

@@ -67,7 +67,7 @@ const HEAD_INTERVAL_MS = 100;
  * Under load, acknowledged batches reach audit.jsonl in appends of up to this many bytes instead
  * of one append per batch: a batch's only write on its way to being acknowledged is then the WAL's,
  * and the live file's append (a thread-pool round trip) is paid once per several batches (measured
- * in bench/RESULTS.md, eighth round). The lines left go to audit.jsonl as soon as the load pauses
+ * in docs/design/002-audit-write-ahead-log.md). The lines left go to audit.jsonl as soon as the load pauses
  * (an event-loop turn with nothing queued).
  */
 const LIVE_CHUNK_BYTES = 64 * 1024;

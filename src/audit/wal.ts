@@ -8,7 +8,7 @@ import { computedHash, isRecord, parseStoredLine } from './line.js';
  * overwrite in place, one positional write each (O_DSYNC, or write + fdatasync). Rewriting blocks
  * that are already allocated and written makes the sync a data write and a cache flush, with no
  * file-size change for the filesystem to journal: on ext4 it took about half the time and half
- * the CPU of a durable append of the same bytes (bench/disk.mjs, bench/RESULTS.md). The very same bytes go to
+ * the CPU of a durable append of the same bytes (bench/disk.mjs, docs/design/002-audit-write-ahead-log.md). The very same bytes go to
  * audit.jsonl afterwards as a plain append, which a checkpoint makes durable (see log.ts); the WAL
  * only has to hold what came after the last checkpoint.
  *

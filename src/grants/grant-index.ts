@@ -21,7 +21,7 @@ const EMPTY: readonly Grant[] = Object.freeze([]);
  * (PackedMap); only the users who sent requests lately have theirs parsed, in an LRU. A grant
  * object per grant on the heap, for every user who holds one, made each full GC of a large
  * gateway mark them all, and after idling one such GC runs at the start of load
- * (bench/RESULTS.md, session 7).
+ * (docs/design/006-state-off-the-heap.md).
  *
  * Every write drops the user's parsed copy, so `get` never returns a list older than the last
  * `set`. (The hot path still checks each grant's expiry and holder itself.)

@@ -14,7 +14,7 @@ type JournalLine = { k: string; v: unknown } | { k: string; d: 1 } | { clear: 1 
  * no server, survives restarts; a torn last line (crash mid-write) was never
  * acknowledged and is dropped. The values (keyv's serialised strings) are held off the V8 heap,
  * in a PackedMap: with 100,000 grants their copies were 28 % of the heap the state took
- * (bench/RESULTS.md, session 4).
+ * (docs/design/006-state-off-the-heap.md).
  */
 export class JournalStore extends EventEmitter implements KeyvStoreAdapter {
   opts: Record<string, unknown> = { dialect: 'journal' };

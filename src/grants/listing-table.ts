@@ -15,7 +15,7 @@ const NONE = -1;
 /**
  * Every request's listing, in typed-array columns: a few numbers per request and no object.
  * A full GC's marking costs per object, and a large gateway runs one at the start of load after
- * idling, which held up proxied requests (bench/RESULTS.md, session 7): an object, a date string
+ * idling, which held up proxied requests (docs/design/006-state-off-the-heap.md): an object, a date string
  * and a boxed number per request were 300,000 objects at 100,000 requests. Requester, policy and
  * group are numbered in `#names`.
  */

@@ -8,9 +8,9 @@ import { getRandomValues } from 'node:crypto';
  * Why: the state holds every request ever made. V8 pays for a large heap on every proxied
  * request: each young-generation GC costs more, and after the gateway idles one or two full GCs
  * of the whole heap run at the start of load, their marking sharing the proxy's CPU
- * (bench/RESULTS.md, sessions 4–7). Per-value Buffers (session 4) left two objects per value on
- * the heap; slabs with a `Map` index (session 6) left a key string and a hash-table slot per
- * entry, 100,000 of each per index; this leaves none.
+ * (docs/design/006-state-off-the-heap.md). Per-value Buffers would leave two objects per value on
+ * the heap, and slabs with a `Map` index a key string and a hash-table slot per entry, 100,000 of
+ * each per index; this leaves none.
  *
  * A string is stored as its UTF-8 bytes; anything else (and a string with a lone surrogate, which
  * UTF-8 cannot carry) as its JSON text, which escapes it. Keys are stored the same way. `get`

@@ -60,7 +60,7 @@ export class AccessService {
   /**
    * Every request this instance knows, as JSON off the V8 heap: the hot path reads only
    * `grants`, and a heap holding every request ever made costs every proxied request GC
-   * time (bench/RESULTS.md, sixth round). Each read parses a fresh copy.
+   * time (docs/design/006-state-off-the-heap.md). Each read parses a fresh copy.
    */
   private requests = new PackedMap<AccessRequest>();
   /** Each user's active grants: what the hot path reads. */

@@ -23,7 +23,7 @@ const SMALL_RESPONSE = 64 * 1024;
  * bytes with their length. The client receives the upstream's status, message, end-to-end
  * headers and body; framing and Connection are this hop's own. undici's dispatcher replaced a
  * node:http client request per call: same-run CPU per forwarded request fell by ~30 %
- * (bench/RESULTS.md).
+ * (docs/design/001-undici-forwarding.md).
  */
 export class Forwarder {
   readonly #pool: Pool;
