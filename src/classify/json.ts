@@ -24,6 +24,9 @@ export function foldKey(key: string): string {
 }
 
 const MAX_DEPTH = 64;
+/** A run of string characters that need no unescaping: one character class, so matched in linear time (and far faster than a charCodeAt loop). */
+const PLAIN_RUN = /[^"\\\u0000-\u001f]*/y;
+const HEX4 = /^[0-9a-fA-F]{4}$/;
 
 export function parseStrictJson(text: string): JsonValue {
   const p = new Parser(text);
@@ -105,35 +108,28 @@ class Parser {
 
   string(): string {
     const s = this.s;
-    const start = ++this.i;
-    // Fast path: no escapes.
-    for (let j = start; j < s.length; j++) {
-      const c = s.charCodeAt(j);
-      if (c === 0x22) {
-        this.i = j + 1;
-        return s.slice(start, j);
-      }
-      if (c === 0x5c || c < 0x20) break;
-    }
+    let j = this.i + 1;
     let out = '';
-    let j = start;
     for (;;) {
-      if (j >= s.length) {
-        this.i = j;
+      PLAIN_RUN.lastIndex = j;
+      PLAIN_RUN.test(s);
+      const runEnd = PLAIN_RUN.lastIndex;
+      out += s.slice(j, runEnd);
+      const c = s.charCodeAt(runEnd);
+      if (c === 0x22) {
+        this.i = runEnd + 1;
+        return out;
+      }
+      if (Number.isNaN(c)) {
+        this.i = runEnd;
         this.fail('unterminated string');
       }
-      const c = s.charCodeAt(j);
-      if (c === 0x22) break;
-      if (c < 0x20) {
-        this.i = j;
+      if (c !== 0x5c) {
+        this.i = runEnd;
         this.fail('control character in string');
       }
-      if (c !== 0x5c) {
-        out += s[j++];
-        continue;
-      }
-      const e = s[j + 1];
-      j += 2;
+      const e = s[runEnd + 1];
+      j = runEnd + 2;
       switch (e) {
         case '"': out += '"'; break;
         case '\\': out += '\\'; break;
@@ -145,7 +141,7 @@ class Parser {
         case 't': out += '\t'; break;
         case 'u': {
           const hex = s.slice(j, j + 4);
-          if (!/^[0-9a-fA-F]{4}$/.test(hex)) {
+          if (!HEX4.test(hex)) {
             this.i = j;
             this.fail('bad \\u escape');
           }
@@ -154,12 +150,10 @@ class Parser {
           break;
         }
         default:
-          this.i = j - 2;
+          this.i = runEnd;
           this.fail('bad escape');
       }
     }
-    this.i = j + 1;
-    return out;
   }
 
   literal<T>(word: string, value: T): T {
