@@ -236,6 +236,7 @@ async function handle(ctx: ProxyContext, forwarder: Forwarder, req: IncomingMess
   const decision = decide(commands, policies, identity, ctx.grantsOf, ctx.now(), ctx.grantsTrusted?.() ?? true);
   if (decision.verdicts.length === 0) {
     ctx.onDecision?.('forward', 0);
+    if (ctx.log.isLevelEnabled('debug')) ctx.log.debug({ remote, tasks: commands.map((c) => c.name) }, 'ungated request forwarded');
     return forwarder.forward(req, res, body);
   }
 
