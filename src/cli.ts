@@ -55,7 +55,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(version() + '\n');
     return 0;
   }
-  if (command === 'help') return help(rest[0]);
+  if (command === 'help') return help(o.help && rest[0] === undefined ? 'help' : rest[0]);
   if (command === undefined) {
     process.stdout.write(USAGE + '\n');
     return o.help ? 0 : 2;
