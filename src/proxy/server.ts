@@ -93,9 +93,12 @@ export function createProxyServer(ctx: ProxyContext, forwarder: Forwarder, limit
   };
   // An https.Server is an http.Server as far as everything below is concerned.
   const server = tls ? (createHttpsServer({ ...options, cert: tls.cert, key: tls.key }, onRequest) as unknown as Server) : createServer(options, onRequest);
-  server.on('clientError', (err: Error, socket: Socket) =>
-    onClientError({ auditRefusal: (remote, path, reason) => auditReject(ctx, remote, path, reason, false), onRefused: (status) => ctx.onDecision?.('reject', status), refusedBefore: (sock) => refusedSockets.has(sock) }, err, socket),
-  );
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if ((err.code?.startsWith('HPE_') || err.code === 'ERR_HTTP_REQUEST_TIMEOUT') && !refusedSockets.has(socket)) {
+      ctx.log.info({ remote: socket.remoteAddress ?? null, error: err.code }, 'request refused: not readable as HTTP/1.1 or not in time');
+    }
+    onClientError({ auditRefusal: (remote, path, reason) => auditReject(ctx, remote, path, reason, false), onRefused: (status) => ctx.onDecision?.('reject', status), refusedBefore: (sock) => refusedSockets.has(sock) }, err, socket);
+  });
   // Node silently drops header fields past maxHeadersCount; keep one more so refuseHead can see the excess and refuse.
   server.maxHeadersCount = limits.maxHeaders + 1;
   server.keepAliveTimeout = 5_000;
