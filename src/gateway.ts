@@ -107,7 +107,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   if (!loaded.config.identity) log.warn('policies.yaml has no identity section: no token can be verified, so every gated task answers 401');
 
   // One process per data dir: a second one would fork the audit chain and lose embedded state.
-  await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
+  await mkdir(opts.dataDir, { recursive: true, mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+    throw dataDirError(err, opts.dataDir);
+  });
   const lock = await lockDataDir(opts.dataDir, log);
   let started = false;
   // Undone in reverse order when the start cannot complete: nothing stays open or listening.
@@ -115,7 +117,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   try {
     // Created before what it reports on: the gauges read audit and service only when scraped.
     const metrics = createMetrics(() => audit.stats(), () => service.activeGrantCount());
-    const audit = await AuditLog.open({ dir: opts.dataDir, now, onDurable: metrics.onAuditDurable, ...(opts.auditMaxBytes ? { maxBytes: opts.auditMaxBytes } : {}), ...(opts.auditFs ? { fs: opts.auditFs } : {}) });
+    const audit = await AuditLog.open({ dir: opts.dataDir, now, onDurable: metrics.onAuditDurable, ...(opts.auditMaxBytes ? { maxBytes: opts.auditMaxBytes } : {}), ...(opts.auditFs ? { fs: opts.auditFs } : {}) }).catch((err: NodeJS.ErrnoException) => {
+      throw dataDirError(err, opts.dataDir);
+    });
     undo.push(() => audit.close());
     const store: RequestStore = await openStore(opts, log);
     undo.push(() => store.close());
@@ -336,6 +340,14 @@ function checkUpstreamUrl(url: string): void {
   }
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new StartupError(`UPSTREAM_URL "${url}" must be an http:// or https:// URL`);
   if (parsed.hostname === '') throw new StartupError(`UPSTREAM_URL "${url}" names no host`);
+}
+
+/** A data dir that cannot be created or written: named, with the fix; other errors pass unchanged. */
+function dataDirError(err: NodeJS.ErrnoException, dir: string): Error {
+  const reasons: Record<string, string> = { EACCES: 'permission denied', EPERM: 'permission denied', EROFS: 'read-only file system', ENOSPC: 'no space left on device', ENOTDIR: 'a path component is not a directory' };
+  const reason = err.code !== undefined ? reasons[err.code] : undefined;
+  if (reason === undefined) return err;
+  return new StartupError(`cannot write the data dir ${dir}: ${reason}; point PAMGATE_DATA_DIR at a writable directory owned by this user (in the container image: a volume at /data)`);
 }
 
 function checkPort(port: number, variable: string): void {

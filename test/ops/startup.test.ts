@@ -110,6 +110,14 @@ describe('a start that cannot complete: one line, nothing listening, exit 1', ()
     expectOneLine(port.stderr, /PORT must be a port number/);
   });
 
+  it('a data dir that cannot be created: names it and PAMGATE_DATA_DIR', async () => {
+    const s = await serve({});
+    const r = await s.run({ PAMGATE_DATA_DIR: join(config, 'data') }); // under a regular file
+    expect(r.code).toBe(1);
+    expectOneLine(r.stderr, /cannot write the data dir .*policies\.yaml\/data: a path component is not a directory; point PAMGATE_DATA_DIR at/);
+    expect(await listening(s.port)).toBe(false);
+  });
+
   it('no policy file: names where it was looked for and how to provide it', async () => {
     const s = await serve({});
     const r = await s.run({ PAMGATE_CONFIG: '/etc/pamgate/policies.yaml' });
