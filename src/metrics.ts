@@ -34,8 +34,18 @@ export function createMetrics(auditStats: () => { events: number; batches: numbe
     registers: [registry],
   });
   new Gauge({ name: 'pamgate_active_grants', help: 'Approved, unexpired grants known to this instance', registers: [registry], collect() { this.set(activeGrants()); } });
+  let upstreamUp = 1;
+  new Gauge({ name: 'pamgate_upstream_up', help: 'Whether the upstream answered the last attempt (start-up connection probe, then each forwarded request): 1 yes, 0 no', registers: [registry], collect() { this.set(upstreamUp); } });
+  const upstreamFailures = new Counter({ name: 'pamgate_upstream_failures_total', help: 'Forwarded requests the upstream did not answer (502), and failed start-up probes', registers: [registry] });
   return {
     registry,
+    onUpstreamFailure(): void {
+      upstreamUp = 0;
+      upstreamFailures.inc();
+    },
+    onUpstreamAnswer(): void {
+      upstreamUp = 1;
+    },
     onAuditDurable(seconds: number): void {
       auditWrite.observe(seconds);
     },

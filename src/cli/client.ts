@@ -6,7 +6,9 @@ export interface ClientOptions {
   json: boolean;
 }
 
-export class CliError extends Error {}
+import { CliError } from './errors.js';
+
+export { CliError } from './errors.js';
 
 export async function callApi(opts: ClientOptions, method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
   return (await exchange(opts, method, path, body)).data;
@@ -57,10 +59,31 @@ interface RequestView {
   task: string | null;
   role: string | null;
   policy: string;
-  approvals: unknown[];
+  approverGroup?: string | null;
+  approvals: Array<{ approver?: string; at?: string }>;
   approvalsRequired: number;
   expiresAt: string | null;
+  decidedBy?: string | null;
   reason: string;
+}
+
+/**
+ * What an approver's action did, said from the approver's side: who acted, on whose request, and
+ * what remains (approvals still needed, or the grant's end).
+ */
+export function formatAction(verb: 'approve' | 'deny' | 'cancel' | 'revoke', r: RequestView): string {
+  const what = `request ${r.id} (${r.task ?? `role ${r.role}`}, requested by ${r.requester}, policy ${r.policy})`;
+  if (verb === 'approve') {
+    const latest = [...r.approvals].sort((a, b) => String(a.at).localeCompare(String(b.at))).at(-1);
+    const by = latest?.approver ?? 'you';
+    const given = `${r.approvals.length} of ${r.approvalsRequired} approvals`;
+    if (r.status === 'approved') return `approved by ${by}: ${what} is now approved (${given}); the grant runs until ${r.expiresAt}`;
+    const missing = r.approvalsRequired - r.approvals.length;
+    return `approved by ${by}: ${what} has ${given}; ${missing} more needed${r.approverGroup ? ` from ${r.approverGroup}` : ''} (still ${r.status})`;
+  }
+  if (verb === 'deny') return `denied by ${r.decidedBy ?? 'you'}: ${what} is denied (final)`;
+  if (verb === 'revoke') return `revoked by ${r.decidedBy ?? 'you'}: ${what}; its grant covers no call from now on`;
+  return `canceled: ${what}`;
 }
 
 export function formatRequest(r: RequestView): string {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseTrustedProxy } from '../proxy/client-address.js';
 
 /** A cmdlet name as written in policies: optional module prefix, letters, digits, dashes, globs. */
 const taskPattern = z
@@ -50,6 +51,8 @@ const settings = z.strictObject({
   maxPendingPerUser: z.number().int().min(1).max(10_000).default(20),
   /** Active grants one user may hold for an `auto` policy to still approve at once (429 beyond); approvers are not capped. */
   maxActiveGrantsPerUser: z.number().int().min(1).max(10_000).default(50),
+  /** Peers (addresses or CIDR blocks) whose X-Forwarded-For names the client recorded as `remote`. */
+  trustedProxies: z.array(z.string().refine((e) => parseTrustedProxy(e) !== null, 'trustedProxies entries must be IP addresses or CIDR blocks such as 10.0.0.0/8')).max(1000).default([]),
 });
 
 const identity = z.strictObject({

@@ -10,6 +10,7 @@ import type { PolicySet } from '../policy/compile.js';
 import type { Identity } from '../policy/decide.js';
 import { openApiDocument } from './openapi.js';
 import { mountUi } from './ui/routes.js';
+import { clientAddress } from '../proxy/client-address.js';
 import { createRequestBody, decisionBody, listQuery, reviewQuery } from './schemas.js';
 
 export interface ControlContext {
@@ -70,7 +71,8 @@ export function createControlApp(ctx: ControlContext): Hono<Env> {
     await next();
   });
 
-  const remote = (c: Context): string | null => (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming?.socket?.remoteAddress ?? null;
+  const remote = (c: Context): string | null =>
+    clientAddress((c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming?.socket?.remoteAddress, c.req.header('x-forwarded-for'), ctx.policies().settings.trustedProxies);
 
   app.post('/api/requests', async (c) => {
     const body = parse(createRequestBody, await readJson(c));

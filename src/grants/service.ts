@@ -185,6 +185,9 @@ export class AccessService {
     const { policy, tasks } = resolveTarget(input, policies);
     if (policy.requireReason && !input.reason?.trim()) throw new ServiceError(400, `policy "${policy.id}" requires a reason`, 'reason');
     if (policy.requireTicket && !input.ticket?.trim()) throw new ServiceError(400, `policy "${policy.id}" requires a ticket`, 'ticket');
+    if (input.durationHours !== undefined && input.durationHours > policy.maxDurationHours) {
+      throw new ServiceError(400, `durationHours: at most ${policy.maxDurationHours} hours under policy "${policy.id}" (asked for ${input.durationHours})`, 'durationHours');
+    }
     if (policy.requireMfa && !actor.amr.includes('mfa')) {
       const message = `policy "${policy.id}" requires an MFA-authenticated token`;
       await this.auditRefusal({ type: 'request.refused', actor: actor.user, task: input.task ?? input.role ?? null, policy: policy.id, requestId: null, remote, action: 'create', error: message });

@@ -25,8 +25,15 @@ const SMALL_RESPONSE = 64 * 1024;
  * node:http client request per call: same-run CPU per forwarded request fell by ~30 %
  * (docs/design/001-undici-forwarding.md).
  */
+/** What the forwarder tells about the upstream's health: each failed exchange, and each answer after failures. */
+export interface UpstreamObserver {
+  onFailure(failure: { message: string; reachedUpstream: boolean; method: string; path: string; requestId: string | undefined }): void;
+  onAnswer(): void;
+}
+
 export class Forwarder {
   readonly #pool: Pool;
+  readonly #observer: UpstreamObserver | undefined;
   readonly #hostname: string;
   /** url.parse(upstream).path, as http-proxy joined it with the request path. */
   readonly #basePath: string;
@@ -35,7 +42,8 @@ export class Forwarder {
   /** The Host header to send when the client sent none. */
   readonly #defaultHost: string;
 
-  constructor(readonly upstream: string) {
+  constructor(readonly upstream: string, observer?: UpstreamObserver) {
+    this.#observer = observer;
     const target = legacyParse(upstream);
     const https = target.protocol === 'https:';
     if (!https && target.protocol !== 'http:') throw new Error(`upstream ${upstream}: only http: and https: URLs are supported`);
@@ -61,7 +69,7 @@ export class Forwarder {
    * Sends exactly `body` on: the length is fixed so the upstream reads the same bytes the
    * gateway classified (no chunked re-framing, no Expect handshake to replay).
    */
-  forward(req: IncomingMessage, res: ServerResponse, body: Buffer): void {
+  forward(req: IncomingMessage, res: ServerResponse, body: Buffer, requestId?: string): void {
     const headers = req.headers;
     const method = req.method ?? 'GET';
     if (body.length > 0 || headers['content-length'] !== undefined || headers['transfer-encoding'] !== undefined || !NO_DEFAULT_LENGTH.has(method)) {
@@ -77,7 +85,7 @@ export class Forwarder {
     }
     if (headers.host === undefined) flat.push('host', this.#defaultHost);
 
-    const exchange = new Exchange(req, res, this.upstream);
+    const exchange = new Exchange(req, res, this.upstream, this.#observer, requestId);
     // A client that leaves before its answer is complete takes the upstream exchange with it.
     res.once('close', exchange.onClientClose);
     // A fixed servername: undici would take it from the client's Host header, and reconnect whenever that changes.
@@ -116,6 +124,8 @@ class Exchange implements Dispatcher.DispatchHandlers {
     readonly req: IncomingMessage,
     readonly res: ServerResponse,
     readonly upstream: string,
+    readonly observer: UpstreamObserver | undefined,
+    readonly requestId: string | undefined,
   ) {}
 
   readonly onClientClose = (): void => {
@@ -141,10 +151,12 @@ class Exchange implements Dispatcher.DispatchHandlers {
       this.cancel();
       return false;
     }
+    this.observer?.onAnswer();
     this.#status = status;
     // A reason phrase node would refuse to send is dropped; the status code stands.
     this.#statusText = INVALID_FIELD_CHAR.test(statusText) ? '' : statusText;
     const framing = endToEndHeaders(raw, this.#headers);
+    if (this.requestId !== undefined) this.#headers.push('x-request-id', this.requestId);
     if (status === 204 || status === 304) {
       // Never a body, whatever the head declares (undici would wait for a declared length).
       this.#done = true;
@@ -192,11 +204,12 @@ class Exchange implements Dispatcher.DispatchHandlers {
       res.destroy();
       return;
     }
+    this.observer?.onFailure({ message: err.message, reachedUpstream: this.#sent, method: req.method ?? 'GET', path: (req.url ?? '/').slice(0, 2048), requestId: this.requestId });
     // Once the request was handed to a connection, the upstream may have run it: say so, a retry is not harmless.
     const message = this.#sent
       ? `upstream ${this.upstream} failed before answering in full (${err.message}); the request reached it, so the task may have run there`
       : `upstream ${this.upstream} did not answer: ${err.message}`;
-    sendError(res, 502, { code: 'UpstreamUnavailable', message });
+    sendError(res, 502, { code: 'UpstreamUnavailable', message }, this.requestId !== undefined ? { 'x-request-id': this.requestId } : undefined);
   }
 
   /** False when node refuses the upstream's head (a field it will not send): the client gets a 502 instead. */

@@ -1,5 +1,6 @@
 import * as crypto from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { AuditEvent } from '../audit/log.js';
@@ -7,10 +8,12 @@ import { classifyExchange, mayRunCommands } from '../classify/exchange.js';
 import type { TokenVerifier } from '../identity/jwt.js';
 import type { PolicySet } from '../policy/compile.js';
 import { decide, type Command, type Decision, type Grant, type Identity, type Verdict } from '../policy/decide.js';
+import { clientAddress } from './client-address.js';
 import { onClientError } from './client-error.js';
 import type { Forwarder } from './forward.js';
 import { PATH_OVERRIDE_HEADERS, SENSITIVE_HEADERS } from './headers.js';
 import { AUDIT_UNAVAILABLE, errorBody, sendError, sendErrorBody } from './responses.js';
+import type { TlsMaterial } from '../runtime/tls.js';
 
 /** What the data path reads on every request; swapped as a whole on policy reload. */
 export interface ProxyContext {
@@ -55,7 +58,18 @@ function positiveInt(text: string | undefined, fallback: number): number {
   return text !== undefined && Number.isInteger(n) && n > 0 ? n : fallback;
 }
 
-export function createProxyServer(ctx: ProxyContext, forwarder: Forwarder, limits: ListenerLimits = listenerLimits()): Server {
+/** The client a request is recorded as coming from (X-Forwarded-For only from settings.trustedProxies). */
+function remoteOf(req: IncomingMessage, policies: PolicySet): string | null {
+  return clientAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], policies.settings.trustedProxies);
+}
+
+/** Sent back as `x-request-id` and carried by the log lines of the decision, so a caller's report can be found in the logs. */
+function newRequestId(): string {
+  return crypto.randomUUID();
+}
+
+/** With `tls`, the listener speaks HTTPS (its certificate can be replaced later with setSecureContext). */
+export function createProxyServer(ctx: ProxyContext, forwarder: Forwarder, limits: ListenerLimits = listenerLimits(), tls?: TlsMaterial): Server {
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const refusal = refuseHead(req, limits);
     if (refusal !== null) {
@@ -70,19 +84,21 @@ export function createProxyServer(ctx: ProxyContext, forwarder: Forwarder, limit
       });
     });
   };
-  const server = createServer(
-    {
+  const options = {
       maxHeaderSize: limits.maxHeaderBytes,
       requestTimeout: limits.requestTimeoutMs,
       headersTimeout: limits.headersTimeoutMs,
       // Node only enforces the two timeouts above on this tick (default 30 s, which would let a slow client hold a socket that long).
       connectionsCheckingInterval: Math.min(1_000, Math.max(50, Math.floor(limits.headersTimeoutMs / 4))),
-    },
-    onRequest,
-  );
-  server.on('clientError', (err: Error, socket: Socket) =>
-    onClientError({ auditRefusal: (remote, path, reason) => auditReject(ctx, remote, path, reason, false), onRefused: (status) => ctx.onDecision?.('reject', status), refusedBefore: (sock) => refusedSockets.has(sock) }, err, socket),
-  );
+  };
+  // An https.Server is an http.Server as far as everything below is concerned.
+  const server = tls ? (createHttpsServer({ ...options, cert: tls.cert, key: tls.key }, onRequest) as unknown as Server) : createServer(options, onRequest);
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if ((err.code?.startsWith('HPE_') || err.code === 'ERR_HTTP_REQUEST_TIMEOUT') && !refusedSockets.has(socket)) {
+      ctx.log.info({ remote: socket.remoteAddress ?? null, error: err.code }, 'request refused: not readable as HTTP/1.1 or not in time');
+    }
+    onClientError({ auditRefusal: (remote, path, reason) => auditReject(ctx, remote, path, reason, false), onRefused: (status) => ctx.onDecision?.('reject', status), refusedBefore: (sock) => refusedSockets.has(sock) }, err, socket);
+  });
   // Node silently drops header fields past maxHeadersCount; keep one more so refuseHead can see the excess and refuse.
   server.maxHeadersCount = limits.maxHeaders + 1;
   server.keepAliveTimeout = 5_000;
@@ -157,10 +173,13 @@ const refusedSockets = new WeakSet<Socket>();
 function refuse(ctx: ProxyContext, req: IncomingMessage, res: ServerResponse, status: 400 | 413 | 431, code: string, reason: string): void {
   ctx.onDecision?.('reject', status);
   refusedSockets.add(req.socket);
-  const answer = (): void => sendError(res, status, { code, message: `${reason}; the request was not forwarded` }, { connection: 'close' });
+  const rid = newRequestId();
   const url = req.url ?? '/';
+  const remote = remoteOf(req, ctx.policies());
+  ctx.log.info({ rid, remote, method: req.method, path: url.slice(0, 2048), status, reason }, 'request refused');
+  const answer = (): void => sendError(res, status, { code, message: `${reason}; the request was not forwarded` }, { connection: 'close', 'x-request-id': rid });
   if (!mayRunCommands({ url, alternateUrls: alternateTargets(req, ctx.upstreamBasePath) })) return answer();
-  void auditReject(ctx, req.socket.remoteAddress ?? null, url, reason, false).then((recorded) => (recorded ? answer() : auditUnavailable(ctx, res)));
+  void auditReject(ctx, remote, url, reason, false).then((recorded) => (recorded ? answer() : auditUnavailable(ctx, res, rid)));
 }
 
 
@@ -191,19 +210,23 @@ async function handle(ctx: ProxyContext, forwarder: Forwarder, req: IncomingMess
 
   if (classified.kind === 'pass') {
     ctx.onDecision?.('pass', 0);
+    if (ctx.log.isLevelEnabled('debug')) ctx.log.debug({ method: req.method, path: head.url.slice(0, 2048) }, 'ungated request forwarded');
     return forwarder.forward(req, res, body);
   }
-  const remote = req.socket.remoteAddress ?? null;
+  const remote = remoteOf(req, policies);
+  const rid = newRequestId();
   if (classified.kind === 'reject') {
     const disabled = !policies.settings.enabled;
     const recorded = await auditReject(ctx, remote, head.url, classified.message, disabled, body);
     if (disabled && recorded) {
       ctx.onDecision?.('forward', 0);
-      return forwarder.forward(req, res, body);
+      ctx.log.info({ rid, remote, path: head.url.slice(0, 2048), reason: classified.message, mode: 'disabled' }, 'unreadable request forwarded (gateway disabled)');
+      return forwarder.forward(req, res, body, rid);
     }
-    if (!recorded) return auditUnavailable(ctx, res);
+    if (!recorded) return auditUnavailable(ctx, res, rid);
     ctx.onDecision?.('reject', classified.status);
-    return sendError(res, classified.status, { code: classified.status === 413 ? 'RequestTooLarge' : 'BadRequest', message: `${classified.message}; the request was not forwarded` });
+    ctx.log.info({ rid, remote, path: head.url.slice(0, 2048), status: classified.status, reason: classified.message }, 'request refused');
+    return sendError(res, classified.status, { code: classified.status === 413 ? 'RequestTooLarge' : 'BadRequest', message: `${classified.message}; the request was not forwarded` }, { 'x-request-id': rid });
   }
 
   const commands = classified.commands;
@@ -216,23 +239,30 @@ async function handle(ctx: ProxyContext, forwarder: Forwarder, req: IncomingMess
   const decision = decide(commands, policies, identity, ctx.grantsOf, ctx.now(), ctx.grantsTrusted?.() ?? true);
   if (decision.verdicts.length === 0) {
     ctx.onDecision?.('forward', 0);
+    if (ctx.log.isLevelEnabled('debug')) ctx.log.debug({ remote, tasks: commands.map((c) => c.name) }, 'ungated request forwarded');
     return forwarder.forward(req, res, body);
   }
 
   try {
     await auditDecision(ctx, decision, identity, remote, body);
   } catch (err) {
-    ctx.log.error({ err }, 'audit write failed; gated request refused');
-    return auditUnavailable(ctx, res);
+    ctx.log.error({ err, rid }, 'audit write failed; gated request refused');
+    return auditUnavailable(ctx, res, rid);
   }
 
   ctx.onDecision?.(decision.action, decision.status);
-  if (decision.action === 'forward') return forwarder.forward(req, res, body);
+  logDecision(ctx, rid, decision, identity, remote);
+  if (decision.action === 'forward') return forwarder.forward(req, res, body, rid);
   const blocked = decision.verdicts.find((v) => v.kind === 'unidentified' || v.kind === 'ungranted' || v.kind === 'unverifiable')!;
-  sendErrorBody(res, decision.status, blockedBody(ctx, blocked, decision.status), decision.status === 503 ? RETRY_SOON : undefined);
+  sendErrorBody(res, decision.status, blockedBody(ctx, blocked, decision.status), decision.status === 503 ? { 'retry-after': '1', 'x-request-id': rid } : { 'x-request-id': rid });
 }
 
-const RETRY_SOON = Object.freeze({ 'retry-after': '1' });
+/** One info line per gated decision: what was asked, by whom, what was decided under which policy and grant. */
+function logDecision(ctx: ProxyContext, rid: string, decision: Decision, identity: Identity | null, remote: string | null): void {
+  const tasks = decision.verdicts.map((v) => ({ task: v.command.name, policy: v.policy.id, verdict: v.kind, ...(v.kind === 'granted' ? { accessRequest: v.grant.requestId } : {}) }));
+  const message = decision.action === 'forward' ? 'gated request forwarded' : 'gated request blocked';
+  ctx.log.info({ rid, remote, actor: identity?.user ?? null, action: decision.action, status: decision.action === 'forward' ? undefined : decision.status, mode: decision.mode, tasks }, message);
+}
 
 /**
  * Serialised bodies of blocked answers: one per (status, policy, task as typed, request URL), the
@@ -278,9 +308,10 @@ function auditReject(ctx: ProxyContext, remote: string | null, path: string, rea
   );
 }
 
-function auditUnavailable(ctx: ProxyContext, res: ServerResponse): void {
+function auditUnavailable(ctx: ProxyContext, res: ServerResponse, rid: string): void {
   ctx.onDecision?.('error', 503);
-  sendError(res, 503, AUDIT_UNAVAILABLE, { 'retry-after': '5' });
+  ctx.log.warn({ rid, status: 503 }, 'gated request refused: audit log unavailable');
+  sendError(res, 503, AUDIT_UNAVAILABLE, { 'retry-after': '5', 'x-request-id': rid });
 }
 
 function anyGated(commands: readonly Command[], policies: PolicySet): boolean {

@@ -141,7 +141,7 @@ describe('client verbs', () => {
 
       const carol = { PAMGATE_TOKEN: await token('carol@contoso.com'), PAMGATE_SERVER: server };
       const approved = await runCli(['approve', req.id, '--comment', 'fine'], carol);
-      expect(approved.stdout).toMatch(new RegExp(`^${req.id}\\s+approved`));
+      expect(approved.stdout).toBe(`approved by carol@contoso.com: request ${req.id} (New-JournalRule, requested by eve@contoso.com, policy journal-rules) is now approved (1 of 1 approvals); the grant runs until ${JSON.parse((await runCli(['requests', '--status', 'approved', '--json'], eve)).stdout)[0].expiresAt}\n`);
       const list = await runCli(['requests', '--status', 'approved', '--json'], eve);
       expect((JSON.parse(list.stdout) as Array<{ id: string }>).map((r) => r.id)).toContain(req.id);
       const revoked = await runCli(['revoke', req.id, '--json'], carol);

@@ -237,9 +237,14 @@ describe('control API basics', () => {
     expect((await api(gw.controlUrl, 'GET', '/api/requests/nope', t.eve)).status).toBe(404);
   });
 
-  it('durations are clamped to the policy maximum', async () => {
+  it('a duration over the policy maximum is refused, naming the maximum; up to it is kept as asked', async () => {
     const r = await api(gw.controlUrl, 'POST', '/api/requests', t.eve, { task: 'New-JournalRule', reason: 'x', durationHours: 100 });
-    expect(r.body.durationHours).toBe(8);
+    expect(r.status).toBe(400);
+    expect(r.body.error).toMatchObject({ code: 'BadRequest', field: 'durationHours' });
+    expect(r.body.error.message).toMatch(/at most 8 hours/);
+    const atMax = await api(gw.controlUrl, 'POST', '/api/requests', t.eve, { task: 'New-JournalRule', reason: 'x', durationHours: 8 });
+    expect(atMax.status).toBe(201);
+    expect(atMax.body.durationHours).toBe(8);
   });
 
   it('health, readiness, metrics and OpenAPI answer without a token', async () => {

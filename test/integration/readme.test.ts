@@ -41,7 +41,7 @@ it('the README walkthrough runs as written: blocked → request → approve → 
   expect(JSON.parse(replies[1]!).error.code).toBe('PrivilegedAccessRequired');
   expect(replies[2]).toContain('"cmdlet":"New-JournalRule"');
   expect(JSON.parse(replies[3]!).error.code).toBe('PrivilegedAccessRequired');
-  expect(stdout).toMatch(/approved\s+New-JournalRule by eve@contoso\.com/);
+  expect(stdout).toMatch(/^approved by carol@contoso\.com: request \S+ \(New-JournalRule, requested by eve@contoso\.com, policy journal-rules\) is now approved/m);
   expect(stdout).toMatch(/^ok \d+ events$/m);
   expect(gateway.output()).toContain('DEMO upstream');
 }, 90_000);

@@ -135,7 +135,7 @@ describe('audit segments', () => {
       expect(ok).toMatchObject({ code: 0, stderr: '' });
       expect(ok.stdout).toMatch(new RegExp(`^ok \\d+ events in ${segs.length + 1} files\\n$`));
       expect((await runCli(['audit', 'verify', join(dir, 'audit.jsonl')])).code).toBe(0);
-      const search = await runCli(['audit', 'search', dir, '--type', 'task.executed']);
+      const search = await runCli(['audit', 'search', dir, '--type', 'task.executed', '--json']);
       expect(search.stdout.trim().split('\n')).toHaveLength(40);
 
       const first = join(dir, segs[0]!);
