@@ -25,6 +25,7 @@ import { addAuditDiskMetrics, createMetrics } from './metrics.js';
 import { Mailer } from './notify/mailer.js';
 import { PolicySet } from './policy/compile.js';
 import { Forwarder } from './proxy/forward.js';
+import { RefusalLimiter } from './proxy/refusal-limiter.js';
 import { createProxyServer, listenerLimits } from './proxy/server.js';
 import { lockDataDir } from './runtime/data-dir-lock.js';
 import { watchPolicyFile, type PolicyWatch } from './runtime/policy-watch.js';
@@ -190,7 +191,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         grantsOf: service.grantsOf,
         audit: recorder,
         grantsTrusted: storeFresh,
-      ...upstreamBasePath(upstreamUrl),
+        refusals: new RefusalLimiter(() => ({ burst: policies.settings.refusalBurst, perSecond: policies.settings.refusalsPerSecond }), now),
+        ...upstreamBasePath(upstreamUrl),
         now,
         get requestUrl() {
           return requestUrl;

@@ -49,6 +49,10 @@ const settings = z.strictObject({
   maxBodyBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
   /** Pending requests one user may have open at once (429 beyond). */
   maxPendingPerUser: z.number().int().min(1).max(10_000).default(20),
+  /** Refused requests (no identity, no grant, unreadable) one client — address and user — may collect at once on the proxy; past them, 429 unread. */
+  refusalBurst: z.number().int().min(1).max(1_000_000).default(30),
+  /** Refusals per second a client earns back. */
+  refusalsPerSecond: z.number().positive().max(1_000_000).default(5),
   /** Active grants one user may hold for an `auto` policy to still approve at once (429 beyond); approvers are not capped. */
   maxActiveGrantsPerUser: z.number().int().min(1).max(10_000).default(50),
   /** Peers (addresses or CIDR blocks) whose X-Forwarded-For names the client recorded as `remote`. */

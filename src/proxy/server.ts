@@ -9,6 +9,7 @@ import type { TokenVerifier } from '../identity/jwt.js';
 import type { PolicySet } from '../policy/compile.js';
 import { decide, type Command, type Decision, type Grant, type Identity, type Verdict } from '../policy/decide.js';
 import { clientAddress } from './client-address.js';
+import type { RefusalLimiter } from './refusal-limiter.js';
 import { onClientError } from './client-error.js';
 import type { Forwarder } from './forward.js';
 import { PATH_OVERRIDE_HEADERS, SENSITIVE_HEADERS } from './headers.js';
@@ -25,7 +26,9 @@ export interface ProxyContext {
   /** Where callers file access requests (for error bodies). */
   requestUrl: string;
   log: Logger;
-  onDecision?(outcome: 'pass' | 'forward' | 'block' | 'reject' | 'error', status: number): void;
+  onDecision?(outcome: 'pass' | 'forward' | 'block' | 'reject' | 'throttled' | 'error', status: number): void;
+  /** Refusals per client; past its budget a client's requests on command routes are answered 429 unread. */
+  refusals?: RefusalLimiter;
   /** The path of UPSTREAM_URL when it is not "/": requests reach the upstream under it, so it is classified too. */
   upstreamBasePath?: string;
   /** False while grants cannot be trusted (shared state store unreachable or stale): decisions resting on them answer 503. */
@@ -68,6 +71,36 @@ function newRequestId(): string {
   return crypto.randomUUID();
 }
 
+/** Who is calling, as far as the token says ('' when nobody): the budget of refusals is per address and user. */
+async function callerOf(ctx: ProxyContext, req: IncomingMessage): Promise<string> {
+  const verifier = ctx.verifier();
+  const cached = verifier.cached(req.headers.authorization);
+  const identity = cached !== undefined ? cached : await verifier.verify(req.headers.authorization);
+  return identity?.user ?? '';
+}
+
+/** The caller the cache already knows, without waiting: for counting a refusal. */
+function knownCaller(ctx: ProxyContext, req: IncomingMessage): string {
+  return ctx.verifier().cached(req.headers.authorization)?.user ?? '';
+}
+
+/** Counts a refusal against its client; the refusal that spends the last of the budget is logged and recorded. */
+function countRefusal(ctx: ProxyContext, address: string | null, user: string): void {
+  if (ctx.refusals === undefined || address === null) return;
+  if (!ctx.refusals.spend(address, user)) return;
+  const { refusalBurst, refusalsPerSecond } = ctx.policies().settings;
+  ctx.log.warn({ remote: address, actor: user || null, burst: refusalBurst, perSecond: refusalsPerSecond }, 'client throttled: too many refused requests; its requests on command routes are answered 429 unread until it earns budget back');
+  ctx.audit.append({ type: 'client.throttled', actor: user || null, task: null, policy: null, requestId: null, remote: address, burst: refusalBurst, perSecond: refusalsPerSecond }).catch((err: unknown) => ctx.log.error({ err }, 'audit write failed: client.throttled not recorded'));
+}
+
+/** Answers a throttled client 429 from the head alone: the body is discarded unread, nothing is forwarded. */
+function throttle(ctx: ProxyContext, req: IncomingMessage, res: ServerResponse, address: string, user: string, wait: number): void {
+  ctx.onDecision?.('throttled', 429);
+  req.resume();
+  if (ctx.log.isLevelEnabled('debug')) ctx.log.debug({ remote: address, actor: user || null, path: (req.url ?? '/').slice(0, 2048), retryAfter: wait }, 'request throttled');
+  sendError(res, 429, { code: 'TooManyRequests', message: `too many refused requests from this client; retry in ${wait} s. The request was not read nor forwarded` }, { 'retry-after': String(wait) });
+}
+
 /** With `tls`, the listener speaks HTTPS (its certificate can be replaced later with setSecureContext). */
 export function createProxyServer(ctx: ProxyContext, forwarder: Forwarder, limits: ListenerLimits = listenerLimits(), tls?: TlsMaterial): Server {
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
@@ -76,13 +109,25 @@ export function createProxyServer(ctx: ProxyContext, forwarder: Forwarder, limit
       req.resume();
       return refuse(ctx, req, res, refusal.status, refusal.status === 431 ? 'RequestHeaderFieldsTooLarge' : 'BadRequest', refusal.message);
     }
-    readBody(ctx, req, res, ctx.policies().settings.maxBodyBytes, (body) => {
-      handle(ctx, forwarder, req, res, body).catch((err: unknown) => {
-        ctx.log.error({ err }, 'proxy handler failed');
-        ctx.onDecision?.('error', 500);
-        sendError(res, 500, { code: 'GatewayError', message: 'internal gateway error; the request was not forwarded' });
+    const proceed = (): void =>
+      readBody(ctx, req, res, ctx.policies().settings.maxBodyBytes, (body) => {
+        handle(ctx, forwarder, req, res, body).catch((err: unknown) => {
+          ctx.log.error({ err }, 'proxy handler failed');
+          ctx.onDecision?.('error', 500);
+          sendError(res, 500, { code: 'GatewayError', message: 'internal gateway error; the request was not forwarded' });
+        });
       });
-    });
+    // Only a client refused lately pays for the check (and for naming who it is before its body is read).
+    const address = ctx.refusals ? (remoteOf(req, ctx.policies()) ?? '') : '';
+    if (!ctx.refusals?.watches(address) || !mayRunCommands({ url: req.url ?? '/', alternateUrls: alternateTargets(req, ctx.upstreamBasePath) })) return proceed();
+    callerOf(ctx, req).then(
+      (user) => {
+        const wait = ctx.refusals!.retryAfter(address, user);
+        if (wait > 0) return throttle(ctx, req, res, address, user, wait);
+        proceed();
+      },
+      () => proceed(),
+    );
   };
   const options = {
       maxHeaderSize: limits.maxHeaderBytes,
@@ -177,6 +222,7 @@ function refuse(ctx: ProxyContext, req: IncomingMessage, res: ServerResponse, st
   const url = req.url ?? '/';
   const remote = remoteOf(req, ctx.policies());
   ctx.log.info({ rid, remote, method: req.method, path: url.slice(0, 2048), status, reason }, 'request refused');
+  countRefusal(ctx, remote, knownCaller(ctx, req));
   const answer = (): void => sendError(res, status, { code, message: `${reason}; the request was not forwarded` }, { connection: 'close', 'x-request-id': rid });
   if (!mayRunCommands({ url, alternateUrls: alternateTargets(req, ctx.upstreamBasePath) })) return answer();
   void auditReject(ctx, remote, url, reason, false).then((recorded) => (recorded ? answer() : auditUnavailable(ctx, res, rid)));
@@ -224,6 +270,7 @@ async function handle(ctx: ProxyContext, forwarder: Forwarder, req: IncomingMess
       return forwarder.forward(req, res, body, rid);
     }
     if (!recorded) return auditUnavailable(ctx, res, rid);
+    countRefusal(ctx, remote, knownCaller(ctx, req));
     ctx.onDecision?.('reject', classified.status);
     ctx.log.info({ rid, remote, path: head.url.slice(0, 2048), status: classified.status, reason: classified.message }, 'request refused');
     return sendError(res, classified.status, { code: classified.status === 413 ? 'RequestTooLarge' : 'BadRequest', message: `${classified.message}; the request was not forwarded` }, { 'x-request-id': rid });
@@ -253,6 +300,7 @@ async function handle(ctx: ProxyContext, forwarder: Forwarder, req: IncomingMess
   ctx.onDecision?.(decision.action, decision.status);
   logDecision(ctx, rid, decision, identity, remote);
   if (decision.action === 'forward') return forwarder.forward(req, res, body, rid);
+  if (decision.status !== 503) countRefusal(ctx, remote, identity?.user ?? '');
   const blocked = decision.verdicts.find((v) => v.kind === 'unidentified' || v.kind === 'ungranted' || v.kind === 'unverifiable')!;
   sendErrorBody(res, decision.status, blockedBody(ctx, blocked, decision.status), decision.status === 503 ? { 'retry-after': '1', 'x-request-id': rid } : { 'x-request-id': rid });
 }
