@@ -157,7 +157,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     await listen(control, opts.adminPort, opts.host);
 
     const sweeper = setInterval(() => {
-      service.sweep().catch((err: unknown) => log.error({ err }, 'expiry sweep failed'));
+      service
+        .sweep()
+        .catch((err: unknown) => log.error({ err }, 'expiry sweep failed'))
+        .then(() => service.prune())
+        .catch((err: unknown) => log.error({ err }, 'pruning closed requests failed'));
     }, SWEEP_INTERVAL_MS);
     sweeper.unref();
 

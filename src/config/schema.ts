@@ -50,6 +50,15 @@ const settings = z.strictObject({
   maxPendingPerUser: z.number().int().min(1).max(10_000).default(20),
   /** Active grants one user may hold for an `auto` policy to still approve at once (429 beyond); approvers are not capped. */
   maxActiveGrantsPerUser: z.number().int().min(1).max(10_000).default(50),
+  /** Requests one user may file at once before the rate applies (a token bucket of this size; 429 with Retry-After beyond). */
+  requestRateBurst: z.number().int().min(1).max(1_000_000).default(10),
+  /** Requests one user may file per hour once the burst is spent (the bucket's refill). */
+  requestRatePerHour: z.number().positive().max(3_600_000).default(60),
+  /**
+   * How long a closed request (denied, canceled, expired, revoked) stays in the state after it
+   * closed; then it is removed from memory and the store. The audit file keeps the evidence.
+   */
+  closedRequestRetentionDays: z.number().min(0).max(3650).default(30),
 });
 
 const identity = z.strictObject({
