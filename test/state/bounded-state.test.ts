@@ -5,7 +5,10 @@ import { api, type Reply } from '../helpers/http.js';
 import { startUpstreamProcess, type CountingUpstream } from '../helpers/upstream.js';
 import { token } from '../helpers/tokens.js';
 import { auditEvents } from './helpers/flows.js';
+import { TestClock } from '../helpers/gateway.js';
 import { startStateGateway, type InProcGateway } from './helpers/inproc.js';
+import { startRedis, type TestRedis } from './helpers/redis.js';
+import { until } from './helpers/wait.js';
 
 /** One user's state must stay bounded whatever they send: caps on each field, a creation rate, retention of closed requests. */
 
@@ -208,4 +211,55 @@ describe('closed requests are pruned after the retention period', () => {
     expect((await api(gw.controlUrl, 'GET', `/api/requests/${granted.body.id}`, await tok('keeper@contoso.com'))).status).toBe(404);
     expect((await api(gw.controlUrl, 'GET', `/api/requests/${pending.body.id}`, await tok('keeper@contoso.com'))).status).toBe(404);
   }, 180_000);
+});
+
+describe('with Redis, instances share the rate limit and prune the shared keys', () => {
+  let redis: TestRedis;
+  let a: InProcGateway;
+  let b: InProcGateway;
+  const clock = new TestClock();
+  beforeAll(async () => {
+    redis = await startRedis();
+    const policies = POLICIES('  requestRateBurst: 3\n  requestRatePerHour: 60\n  closedRequestRetentionDays: 0.0001');
+    [a, b] = await Promise.all([0, 1].map(() => startStateGateway({ policies, upstreamUrl: upstream.url, storeUrl: redis.url, clock })));
+    dirs.push(a.dataDir, b.dataDir);
+  });
+  afterAll(async () => {
+    await Promise.all([a?.close(), b?.close()]);
+    await redis?.stop();
+  });
+
+  it('a burst spent across two instances is spent on both; a pruned request leaves no key behind and goes from both views', async () => {
+    const ids: string[] = [];
+    for (const gw of [a, b, a]) {
+      const r = await create(gw, 'shared@contoso.com', { task: 'New-JournalRule', reason: 'shared burst' });
+      expect(r.status, JSON.stringify(r.body)).toBe(201);
+      ids.push(r.body.id);
+      expect((await cancel(gw, 'shared@contoso.com', r.body.id)).status).toBe(200);
+    }
+    for (const gw of [a, b]) {
+      const r = await create(gw, 'shared@contoso.com', { task: 'New-JournalRule', reason: 'one too many' });
+      expect(r.status).toBe(429);
+      expect(r.body.error.message).toMatch(/at most 3 at once, then 60 an hour; try again in 60 s/);
+    }
+    expect(await redis.command('EXISTS', 'pamgate:rate:shared@contoso.com')).toBe(':1\r\n');
+
+    // Both instances see the three canceled requests; past the retention (8.64 s) one prune removes them from Redis.
+    await until('B to see the third cancel', async () => (await mine(b, 'shared@contoso.com')).filter((r) => r.status === 'canceled').length === 3 || undefined, 2_000);
+    for (const id of ids) expect(await redis.command('EXISTS', `pamgate:req:${id}`)).toBe(':1\r\n');
+    clock.ms += 9_000;
+    expect(await a.service.prune()).toBe(3);
+    for (const id of ids) {
+      expect(await redis.command('EXISTS', `pamgate:req:${id}`)).toBe(':0\r\n');
+      expect(await redis.command('ZSCORE', 'pamgate:changes', id)).toBe('$-1\r\n');
+    }
+    expect(await mine(a, 'shared@contoso.com')).toEqual([]);
+    // B prunes its own view by the same rule (the keys are already gone).
+    expect(await b.service.prune()).toBe(3);
+    expect(await mine(b, 'shared@contoso.com')).toEqual([]);
+    // A minute on, the shared bucket has one token again, on either instance.
+    clock.ms += 51_000;
+    expect((await create(b, 'shared@contoso.com', { task: 'New-JournalRule', reason: 'a minute later' })).status).toBe(201);
+    expect((await create(a, 'shared@contoso.com', { task: 'New-JournalRule', reason: 'again' })).status).toBe(429);
+  });
 });
