@@ -97,6 +97,12 @@ describe('size caps on what a request carries', () => {
     expect(scoped.status, JSON.stringify(scoped.body).slice(0, 300)).toBe(201);
     expect(Object.keys(scoped.body.parameters)).toHaveLength(10);
   });
+
+  it('review says from when on ended grants are still held (older periods: the audit file)', async () => {
+    const r = await api(gw.controlUrl, 'GET', '/api/review', await tok('root@contoso.com'));
+    expect(r.status).toBe(200);
+    expect(r.body.retainedFrom).toBe(new Date(gw.clock.ms - 30 * 86_400_000).toISOString());
+  });
 });
 
 describe('request creation is rate-limited per user', () => {
