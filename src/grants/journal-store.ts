@@ -109,6 +109,11 @@ export class JournalStore extends EventEmitter implements KeyvStoreAdapter {
     for (const key of this.data.keys()) if (key.startsWith(prefix)) yield key;
   }
 
+  /** False once the journal can take no more writes (its file could not be reopened after a compaction). */
+  usable(): boolean {
+    return this.broken === null;
+  }
+
   /** Bytes in the journal file and bytes of its live entries (diagnostics, tests). */
   sizes(): { file: number; live: number } {
     return { file: this.fileBytes, live: this.liveBytes };

@@ -105,7 +105,7 @@ export async function openEmbeddedStore(dataDir: string, opts: JournalOptions = 
       await journal.deleteEach(removable.map((id) => `${NAMESPACE}:${PREFIX}${id}`));
       return removable;
     },
-    ping: async () => true,
+    ping: async () => journal.usable(),
     close: () => keyv.disconnect(),
   };
 }
