@@ -38,6 +38,7 @@ const memoryStore = (requests) => ({
   get: async () => undefined,
   put: async () => undefined,
   withLock: (_id, fn) => fn(),
+  removeEnded: async (ids) => [...ids],
   ping: async () => true,
   close: async () => undefined,
 });

@@ -233,7 +233,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     undo.push(() => closeNow(control));
 
     const sweeper = setInterval(() => {
-      service.sweep().catch((err: unknown) => log.error({ err }, 'expiry sweep failed'));
+      service
+        .sweep()
+        .catch((err: unknown) => log.error({ err }, 'expiry sweep failed'))
+        .then(() => service.prune())
+        .catch((err: unknown) => log.error({ err }, 'pruning closed requests failed'));
     }, SWEEP_INTERVAL_MS);
     sweeper.unref();
 

@@ -57,6 +57,15 @@ const settings = z.strictObject({
   maxActiveGrantsPerUser: z.number().int().min(1).max(10_000).default(50),
   /** Peers (addresses or CIDR blocks) whose X-Forwarded-For names the client recorded as `remote`. */
   trustedProxies: z.array(z.string().refine((e) => parseTrustedProxy(e) !== null, 'trustedProxies entries must be IP addresses or CIDR blocks such as 10.0.0.0/8')).max(1000).default([]),
+  /** Requests one user may file at once before the rate applies (a token bucket of this size; 429 with Retry-After beyond). */
+  requestRateBurst: z.number().int().min(1).max(1_000_000).default(10),
+  /** Requests one user may file per hour once the burst is spent (the bucket's refill). */
+  requestRatePerHour: z.number().positive().max(3_600_000).default(60),
+  /**
+   * How long a closed request (denied, canceled, expired, revoked) stays in the state after it
+   * closed; then it is removed from memory and the store. The audit file keeps the evidence.
+   */
+  closedRequestRetentionDays: z.number().min(0).max(3650).default(30),
 });
 
 const identity = z.strictObject({

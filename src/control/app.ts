@@ -46,6 +46,7 @@ export function createControlApp(ctx: ControlContext): Hono<Env> {
 
   app.onError((err, c) => {
     if (err instanceof HttpError || err instanceof ServiceError) {
+      if (err instanceof ServiceError && err.retryAfterSeconds !== undefined) c.header('retry-after', String(err.retryAfterSeconds));
       return c.json({ error: { code: CODES[err.status] ?? 'Error', message: err.message, ...(err.field ? { field: err.field } : {}) } }, err.status);
     }
     console.error(err);
@@ -111,7 +112,9 @@ export function createControlApp(ctx: ControlContext): Hono<Env> {
     if (from >= to) throw new HttpError(400, 'from must be before to', 'from');
     const uses = await ctx.countUses(from, to);
     const grants = ctx.service.grantsInPeriod(from, to).map((g) => ({ ...g, uses: uses.get(g.id) ?? 0 }));
-    return c.json({ from: new Date(from).toISOString(), to: new Date(to).toISOString(), grants, neverUsed: grants.filter((g) => g.uses === 0).map((g) => g.id) });
+    // Requests that ended before this are pruned from the state (settings.closedRequestRetentionDays): the audit file has them.
+    const retainedFrom = new Date(ctx.now() - ctx.policies().settings.closedRequestRetentionDays * 86_400_000).toISOString();
+    return c.json({ from: new Date(from).toISOString(), to: new Date(to).toISOString(), retainedFrom, grants, neverUsed: grants.filter((g) => g.uses === 0).map((g) => g.id) });
   });
 
   mountUi(app);

@@ -1,3 +1,6 @@
+import { MAX_COMMENT_CHARS, MAX_PARAMETERS, MAX_PARAMETER_VALUE_CHARS, MAX_REASON_CHARS, MAX_TICKET_CHARS } from './schemas.js';
+import { MAX_UNRULED_PARAMETERS } from '../grants/service.js';
+
 const requestObject = {
   type: 'object',
   properties: {
@@ -29,7 +32,7 @@ const errors = Object.fromEntries(
     ['403', 'not allowed'],
     ['404', 'unknown id'],
     ['409', 'wrong state'],
-    ['429', 'too many pending requests of this user, or (auto policy) too many active grants'],
+    ['429', 'this user filed requests faster than settings.requestRateBurst / requestRatePerHour allow (Retry-After says when to try again), has too many pending requests, or (auto policy) holds too many active grants'],
   ].map(([code, description]) => [code, { description, content: { 'application/json': { schema: error } } }]),
 );
 const ok = (description: string, schema: object) => ({ description, content: { 'application/json': { schema } } });
@@ -38,7 +41,7 @@ const decision = (summary: string) => ({
   post: {
     summary,
     parameters: idParam,
-    requestBody: { required: false, content: { 'application/json': { schema: { type: 'object', properties: { comment: { type: 'string' } } } } } },
+    requestBody: { required: false, content: { 'application/json': { schema: { type: 'object', properties: { comment: { type: 'string', maxLength: MAX_COMMENT_CHARS } } } } } },
     responses: { '200': ok('the changed request', requestObject), ...errors },
   },
 });
@@ -62,10 +65,15 @@ export const openApiDocument = {
                 properties: {
                   task: { type: 'string' },
                   role: { type: 'string' },
-                  reason: { type: 'string' },
+                  reason: { type: 'string', maxLength: MAX_REASON_CHARS },
                   durationHours: { type: 'number' },
-                  ticket: { type: 'string' },
-                  parameters: { type: 'object', additionalProperties: { type: 'string' } },
+                  ticket: { type: 'string', maxLength: MAX_TICKET_CHARS },
+                  parameters: {
+                    type: 'object',
+                    maxProperties: MAX_PARAMETERS,
+                    additionalProperties: { type: 'string', maxLength: MAX_PARAMETER_VALUE_CHARS },
+                    description: `the parameters the policy's rules name, plus at most ${MAX_UNRULED_PARAMETERS} others`,
+                  },
                 },
               },
             },

@@ -12,6 +12,11 @@ export class ExpiryQueue {
     return this.times.length;
   }
 
+  /** When the earliest entry falls due; Infinity when there is none. */
+  get nextAt(): number {
+    return this.times[0] ?? Infinity;
+  }
+
   /** A time that is not a finite number (an unparseable deadline) is refused: NaN would block the heap. */
   push(at: number, id: string): boolean {
     if (!Number.isFinite(at)) return false;

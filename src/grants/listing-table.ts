@@ -52,6 +52,22 @@ export class ListingTable {
     this.#createdAt[slot] = listing.createdAt;
   }
 
+  /** Forgets a request: the last row moves into its slot, so the columns stay dense. */
+  delete(id: string): boolean {
+    const slot = this.#slotOf.get(id);
+    if (slot === undefined) return false;
+    const last = this.#ids.length - 1;
+    if (slot !== last) {
+      const moved = this.#ids[last]!;
+      this.#ids[slot] = moved;
+      this.#slotOf.set(moved, slot);
+      for (const column of [this.#requester, this.#policy, this.#group, this.#approvalsRequired, this.#status, this.#dueAt, this.#createdAt]) column[slot] = column[last]!;
+    }
+    this.#ids.pop();
+    this.#slotOf.delete(id);
+    return true;
+  }
+
   /** When the request was created (ms), or undefined for an id never set. */
   createdAt(id: string): number | undefined {
     const slot = this.#slotOf.get(id);
@@ -59,7 +75,7 @@ export class ListingTable {
   }
 
   /**
-   * Calls `visit` for each request, in the order first set. `row` is one object refilled for every
+   * Calls `visit` for each request, in the order first set (a delete moves the last one into the gap). `row` is one object refilled for every
    * call: read it, do not keep it.
    */
   forEach(visit: (id: string, row: Readonly<Listing>) => void): void {

@@ -62,6 +62,22 @@ export function effectiveStatus(req: AccessRequest, now: number): RequestStatus 
   return req.status;
 }
 
+/** Revoked, expired, denied or canceled, as recorded: no way back to a grant. */
+export function isEnded(req: Pick<AccessRequest, 'status'>): boolean {
+  return req.status !== 'pending' && req.status !== 'approved';
+}
+
+/**
+ * When an ended request ended (ms): the decision for a denial, cancellation or revocation, the
+ * deadline that passed for an expiry. Null while it is open (as recorded), NaN if the date does
+ * not parse.
+ */
+export function closedAt(req: AccessRequest): number | null {
+  if (!isEnded(req)) return null;
+  if (req.status === 'expired') return Date.parse(req.approvedAt !== null && req.expiresAt !== null ? req.expiresAt : req.pendingExpiresAt);
+  return Date.parse(req.decidedAt ?? req.createdAt);
+}
+
 /**
  * How far a request has moved through its lifecycle. Every transition strictly increases it
  * (an approval adds one, every status change moves up a rank), so of two copies of one request

@@ -63,3 +63,54 @@ export const RELEASE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 `;
+
+/**
+ * Deletes ended requests nobody holds the lock of; returns the ids deleted (or already gone).
+ * A request whose stored copy does not parse, or is open, is left alone.
+ * KEYS: changes, then per id: req, lock. ARGV: the ids, in the same order.
+ */
+export const REMOVE_ENDED = `
+local removed = {}
+for i = 1, #ARGV do
+  local req, lock = KEYS[2 * i], KEYS[2 * i + 1]
+  if redis.call('EXISTS', lock) == 0 then
+    local raw = redis.call('GET', req)
+    local ended = raw == false
+    if raw then
+      local ok, stored = pcall(cjson.decode, raw)
+      local status = ok and type(stored) == 'table' and type(stored.value) == 'table' and stored.value.status
+      ended = status == 'denied' or status == 'canceled' or status == 'expired' or status == 'revoked'
+    end
+    if ended then
+      redis.call('DEL', req)
+      redis.call('ZREM', KEYS[1], ARGV[i])
+      removed[#removed + 1] = ARGV[i]
+    end
+  end
+end
+return removed
+`;
+
+/**
+ * A token bucket shared by every instance: takes a token, or says how long until one is there.
+ * Time comes from the caller (instances' clocks agree closely; a clock behind the bucket's refills
+ * nothing). The key expires once the bucket would be full again.
+ * KEYS: bucket. ARGV: burst, tokens per hour, now (ms). Returns 0 (taken) or the ms to wait.
+ */
+export const RATE_TAKE = `
+local burst, perHour, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(b[1]), tonumber(b[2])
+if tokens == nil or at == nil then
+  tokens, at = burst, now
+elseif now > at then
+  tokens, at = math.min(burst, tokens + (now - at) * perHour / 3600000), now
+else
+  tokens = math.min(tokens, burst)
+end
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = math.max(1, math.ceil((1 - tokens) * 3600000 / perHour)) end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(at))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 3600000 / perHour) + 1000)
+return wait
+`;

@@ -3,7 +3,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import KeyvRedis, { Keyv, createClient } from '@keyv/redis';
 import type { Logger } from 'pino';
 import type { AccessRequest } from './model.js';
-import { COMMIT, RELEASE, SINCE } from './redis-scripts.js';
+import type { RateLimiter } from './rate-limit.js';
+import { COMMIT, RATE_TAKE, RELEASE, REMOVE_ENDED, SINCE } from './redis-scripts.js';
 import type { ChangeFeed, FeedPosition, LockedPut, RequestStore } from './store.js';
 
 export interface RedisStoreOptions {
@@ -27,6 +28,7 @@ const K = {
   epoch: `${NS}:epoch`,
   log: `${NS}:log`,
   lock: (id: string): string => `${NS}:lock:${id}`,
+  rate: (user: string): string => `${NS}:rate:${user}`,
   channel: `${NS}:changed`,
 };
 const COMMIT_TIMEOUT_MS = 5_000;
@@ -126,8 +128,16 @@ export async function openRedisStore(url: string, opts: RedisStoreOptions): Prom
     },
   };
 
+  const rateLimiter: RateLimiter = {
+    async take(user, rule, now) {
+      const reply = await withTimeout(client.eval(RATE_TAKE, { keys: [K.rate(user)], arguments: [String(rule.burst), String(rule.perHour), String(Math.floor(now))] }), COMMIT_TIMEOUT_MS, 'redis rate limit');
+      return Number(reply);
+    },
+  };
+
   return {
     changes,
+    rateLimiter,
     get: (id) => withTimeout(keyv.get(REQ + id), COMMIT_TIMEOUT_MS, 'redis read'),
     put: (req) => commit(req, null),
     forEach: async (visit) => {
@@ -144,6 +154,15 @@ export async function openRedisStore(url: string, opts: RedisStoreOptions): Prom
       } finally {
         await client.eval(RELEASE, { keys: [lock.key], arguments: [lock.token] }).catch(() => undefined); // expires on its own
       }
+    },
+    async removeEnded(ids) {
+      const removed: string[] = [];
+      for (let i = 0; i < ids.length; i += 200) {
+        const batch = ids.slice(i, i + 200);
+        const keys = [K.changes, ...batch.flatMap((id) => [keyOf(id), K.lock(id)])];
+        removed.push(...((await withTimeout(client.eval(REMOVE_ENDED, { keys, arguments: batch }), COMMIT_TIMEOUT_MS, 'redis prune')) as string[]));
+      }
+      return removed;
     },
     async ping() {
       try {

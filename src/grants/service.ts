@@ -9,7 +9,8 @@ import { GrantIndex } from './grant-index.js';
 import { ListingTable, type Listing } from './listing-table.js';
 import { PackedMap } from './packed-map.js';
 import * as model from './model.js';
-import type { AccessRequest, RequestStatus } from './model.js';
+import { isEnded, type AccessRequest, type RequestStatus } from './model.js';
+import { LocalRateLimiter, type RateLimiter } from './rate-limit.js';
 import type { RequestStore } from './store.js';
 
 export interface AuditSink {
@@ -18,6 +19,12 @@ export interface AuditSink {
 
 /** Most requests one page of GET /api/requests holds. */
 export const LIST_LIMIT = 1000;
+
+/** Parameters a request may scope beyond those its policy's `parameters` rules name. */
+export const MAX_UNRULED_PARAMETERS = 8;
+
+/** Most ended requests one prune removes with one audit record and one store write. */
+const PRUNE_BATCH = 500;
 
 export interface ListFilter {
   status?: RequestStatus | undefined;
@@ -43,14 +50,15 @@ export class ServiceError extends Error {
     readonly status: 400 | 403 | 404 | 409 | 429 | 503,
     message: string,
     readonly field?: string,
+    /** With a 429 that time will lift: seconds until asking again can succeed. */
+    readonly retryAfterSeconds?: number,
   ) {
     super(message);
   }
 }
 
-/** Revoked, expired, denied or canceled: no way back to a grant. */
-const isEnded = (req: AccessRequest): boolean => req.status !== 'pending' && req.status !== 'approved';
 const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
 /**
  * Owns the access-request lifecycle. Every change is audited (durably) first, stored
  * second, and only then visible to the proxy through `grantsOf`, which is a plain
@@ -75,6 +83,12 @@ export class AccessService {
   private readonly pendingByUser = new Map<string, Set<string>>();
   /** Open (pending or approved) requests by when they expire, so a sweep touches only what is due. */
   private readonly due = new ExpiryQueue();
+  /** Ended requests by when they ended, so a prune touches only those past the retention. */
+  private readonly ended = new ExpiryQueue();
+  /** The prune running now, if any: one at a time. */
+  private pruning: Promise<number> | null = null;
+  /** Per-user buckets of request creation: the store's shared ones, else this process's. */
+  private readonly limiter: RateLimiter;
   private readonly listeners: Array<(req: AccessRequest, events: readonly AuditEvent[]) => void> = [];
 
   constructor(
@@ -82,7 +96,9 @@ export class AccessService {
     private readonly audit: AuditSink,
     private readonly policies: () => PolicySet,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.limiter = store.rateLimiter ?? new LocalRateLimiter();
+  }
 
   /**
    * The first read of the store, before anything else runs: each request is remembered as it is
@@ -115,6 +131,7 @@ export class AccessService {
     this.grants.clear();
     this.pendingByUser.clear();
     this.due.clear();
+    this.ended.clear();
     const ahead: AccessRequest[] = [];
     const flush = this.gatherGrants();
     try {
@@ -179,6 +196,11 @@ export class AccessService {
     return this.requests.has(id);
   }
 
+  /** How many requests this instance holds (diagnostics, tests). */
+  get size(): number {
+    return this.requests.size;
+  }
+
   async create(actor: Identity, input: CreateRequestInput, remote: string | null): Promise<AccessRequest> {
     this.assertPendingBelowCap(actor.user);
     const policies = this.policies();
@@ -232,11 +254,13 @@ export class AccessService {
     const creating = this.creating.get(actor.user) ?? 0;
     this.creating.set(actor.user, creating + 1);
     try {
+      await this.takeRateToken(actor.user, policies, now);
       return await this.commit(req, events, (r) => this.store.put(r));
     } finally {
       const left = (this.creating.get(actor.user) ?? 1) - 1;
       if (left === 0) this.creating.delete(actor.user);
       else this.creating.set(actor.user, left);
+      this.pruneIfDue();
     }
   }
 
@@ -338,8 +362,103 @@ export class AccessService {
   }
 
   /**
-   * Every request is kept (memory, store, journal) for good, so one user must not be able to pile
-   * them up: a new request is refused (429) while the user already has the maximum pending.
+   * Removes ended requests whose end lies more than `closedRequestRetentionDays` back, from the
+   * store and from memory, recording each batch (`requests.pruned`, with the ids) in the audit
+   * first: the audit keeps the history, the state keeps what is open and what ended recently. With
+   * a shared store every instance prunes its own view by the same rule. Returns how many went.
+   */
+  prune(): Promise<number> {
+    if (this.pruning === null) {
+      this.pruning = this.pruneOnce().finally(() => {
+        this.pruning = null;
+      });
+    }
+    return this.pruning;
+  }
+
+  /** Starts a prune when one is due and none is running (failures wait for the next one). */
+  private pruneIfDue(): void {
+    if (this.pruning === null && this.ended.nextAt <= this.retentionCutoff()) this.prune().catch(() => undefined);
+  }
+
+  private retentionCutoff(): number {
+    return this.now() - this.policies().settings.closedRequestRetentionDays * DAY;
+  }
+
+  private async pruneOnce(): Promise<number> {
+    const cutoff = this.retentionCutoff();
+    const due: Array<{ id: string; closedAt: number }> = [];
+    for (const id of new Set(this.ended.popDue(cutoff))) {
+      const req = this.requests.get(id);
+      const closedAt = req === undefined ? null : model.closedAt(req);
+      if (closedAt === null) continue; // forgotten, or open again in the store's eyes (after lost history): queued again when it ends
+      if (closedAt > cutoff) this.ended.push(closedAt, id); // its end moved (a reasserted copy)
+      else due.push({ id, closedAt });
+    }
+    const requeue = (entries: Iterable<{ id: string; closedAt: number }>): void => {
+      for (const { id, closedAt } of entries) this.ended.push(closedAt, id);
+    };
+    let pruned = 0;
+    for (let i = 0; i < due.length; i += PRUNE_BATCH) {
+      const batch = due.slice(i, i + PRUNE_BATCH);
+      try {
+        await this.audit.append({ type: 'requests.pruned', actor: null, count: batch.length, closedBefore: new Date(cutoff).toISOString(), requestIds: batch.map((b) => b.id) });
+      } catch (err) {
+        requeue(due.slice(i));
+        throw new ServiceError(503, `audit log unavailable, nothing more was pruned: ${(err as Error).message}`);
+      }
+      let removed: Set<string>;
+      try {
+        removed = new Set(await this.store.removeEnded(batch.map((b) => b.id)));
+      } catch (err) {
+        requeue(due.slice(i));
+        throw new ServiceError(503, `state store unavailable, nothing more was pruned: ${(err as Error).message}`);
+      }
+      for (const id of removed) this.forget(id);
+      pruned += removed.size;
+      // Held by a change in progress, or open in the store: read it again, try again next time.
+      const kept = batch.filter((b) => !removed.has(b.id));
+      for (const { id } of kept) await this.refresh(id).catch(() => undefined);
+      requeue(kept.filter((b) => this.requests.has(b.id)));
+    }
+    return pruned;
+  }
+
+  /** Drops every trace of a request from memory (it is gone from the store). */
+  private forget(id: string): void {
+    const req = this.requests.get(id);
+    if (req === undefined) return;
+    this.requests.delete(id);
+    this.listings.delete(id);
+    const grants = this.grants.peek(req.requester);
+    if (grants.some((g) => g.requestId === id)) this.grants.set(req.requester, grants.filter((g) => g.requestId !== id));
+    const pending = this.pendingByUser.get(req.requester);
+    if (pending?.delete(id) === true && pending.size === 0) this.pendingByUser.delete(req.requester);
+  }
+
+  /**
+   * One user may file only so many requests so fast (settings.requestRateBurst, then
+   * requestRatePerHour): a 429 with the seconds until the next one is allowed. Taken last, once
+   * the request is otherwise acceptable, so a refused one costs no token. With a shared store the
+   * buckets are shared by every instance.
+   */
+  private async takeRateToken(user: string, policies: PolicySet, now: number): Promise<void> {
+    const rule = { burst: policies.settings.requestRateBurst, perHour: policies.settings.requestRatePerHour };
+    let waitMs: number;
+    try {
+      waitMs = await this.limiter.take(user, rule, now);
+    } catch (err) {
+      throw new ServiceError(503, `state store unavailable, nothing was changed: ${(err as Error).message}`);
+    }
+    if (waitMs <= 0) return;
+    const seconds = Math.ceil(waitMs / 1000);
+    throw new ServiceError(429, `you are filing requests too fast: at most ${rule.burst} at once, then ${rule.perHour} an hour; try again in ${seconds} s`, undefined, seconds);
+  }
+
+  /**
+   * Every request is kept (memory, store, journal) until it has ended and the retention has
+   * passed, so one user must not be able to pile them up: a new request is refused (429) while
+   * the user already has the maximum pending.
    * Counted on this instance's view, requests still being created included.
    */
   private assertPendingBelowCap(user: string): void {
@@ -454,6 +573,8 @@ export class AccessService {
     this.requests.set(req.id, req);
     this.listings.set(req.id, listingOf(req, dueAt));
     this.notePending(req);
+    // An unparseable end is never pruned (push refuses NaN): kept, not guessed at.
+    if (isEnded(req) && (known === undefined || !isEnded(known) || model.closedAt(known) !== model.closedAt(req))) this.ended.push(model.closedAt(req)!, req.id);
     // A deadline that does not parse is never swept (the hot path still refuses the grant: decide() needs a valid expiry).
     if (dueAt !== null && (known === undefined || expiryOf(known) !== dueAt)) this.due.push(Date.parse(dueAt), req.id);
   }
@@ -541,8 +662,17 @@ function resolveTarget(input: CreateRequestInput, policies: PolicySet): { policy
   throw new ServiceError(400, 'give exactly one of task or role', 'task');
 }
 
-/** Requested parameter values must themselves lie inside the policy's rules. */
+/**
+ * Requested parameter values must themselves lie inside the policy's rules; beyond the
+ * parameters the rules name, a request may scope at most MAX_UNRULED_PARAMETERS others.
+ */
 function checkRequestedParameters(policy: CompiledPolicy, parameters: Record<string, string>): void {
+  const ruled = new Set(policy.paramRules.map((r) => r.name));
+  const unruled = Object.keys(parameters).filter((name) => !ruled.has(name.toLowerCase())).length;
+  if (unruled > MAX_UNRULED_PARAMETERS) {
+    const names = ruled.size === 0 ? 'it names none' : `it names ${[...ruled].join(', ')}`;
+    throw new ServiceError(400, `parameters: at most ${MAX_UNRULED_PARAMETERS} parameters that policy "${policy.id}" has no rule for (${names}); got ${unruled}`, 'parameters');
+  }
   for (const [name, value] of Object.entries(parameters)) {
     const rules = policy.paramRules.filter((r) => r.name === name.toLowerCase());
     if (!paramsAllowed(rules, null, new Map([[name.toLowerCase(), value]]))) {

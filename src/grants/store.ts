@@ -2,7 +2,9 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import Keyv from 'keyv';
 import type { AccessRequest } from './model.js';
-import { JournalStore } from './journal-store.js';
+import { isEnded } from './model.js';
+import { JournalStore, type JournalOptions } from './journal-store.js';
+import type { RateLimiter } from './rate-limit.js';
 
 /** Stores `request` on behalf of the lock holder; rejects if the lock was lost meanwhile. */
 export type LockedPut = (request: AccessRequest) => Promise<void>;
@@ -28,11 +30,19 @@ export interface RequestStore {
    * it stores nothing once the lock has been lost (e.g. expired during a long pause).
    */
   withLock<T>(id: string, fn: (put: LockedPut) => Promise<T>): Promise<T>;
+  /**
+   * Deletes those of `ids` the store holds as ended (revoked, expired, denied, canceled) and no
+   * one is changing right now; returns the ids it deleted (an id the store does not have counts
+   * as deleted). The retention of closed requests; the audit file keeps their history.
+   */
+  removeEnded(ids: readonly string[]): Promise<string[]>;
   /** Whether the store answers right now (for /readyz). */
   ping(): Promise<boolean>;
   close(): Promise<void>;
   /** Present on stores shared by several instances: what the others changed. */
   readonly changes?: ChangeFeed;
+  /** Present on stores shared by several instances: request-rate buckets every instance shares. */
+  readonly rateLimiter?: RateLimiter;
 }
 
 /** Where a reader stands in a shared store's history. */
@@ -66,15 +76,16 @@ const NAMESPACE = 'pamgate';
 const PREFIX = 'req:';
 
 /** The embedded store: keyv over a journal file in the data dir. One process per data dir. */
-export async function openEmbeddedStore(dataDir: string): Promise<RequestStore> {
+export async function openEmbeddedStore(dataDir: string, opts: JournalOptions = {}): Promise<RequestStore & { journal: JournalStore }> {
   await mkdir(dataDir, { recursive: true });
-  const journal = await JournalStore.open(join(dataDir, 'state.journal'));
+  const journal = await JournalStore.open(join(dataDir, 'state.journal'), opts);
   const keyv = new Keyv<AccessRequest>({ store: journal, namespace: NAMESPACE, throwOnErrors: true });
   const locks = new LocalLocks();
   const put = async (req: AccessRequest): Promise<void> => {
     await keyv.set(PREFIX + req.id, req);
   };
   return {
+    journal,
     get: (id) => keyv.get(PREFIX + id),
     put,
     forEach: async (visit) => {
@@ -84,7 +95,17 @@ export async function openEmbeddedStore(dataDir: string): Promise<RequestStore> 
       }
     },
     withLock: (id, fn) => locks.run(id, () => fn(put)),
-    ping: async () => true,
+    async removeEnded(ids) {
+      // One process owns the data dir, and a change to an ended request is refused before it is stored: nothing can race this.
+      const removable: string[] = [];
+      for (const id of ids) {
+        const req = await keyv.get(PREFIX + id);
+        if (req === undefined || isEnded(req)) removable.push(id);
+      }
+      await journal.deleteEach(removable.map((id) => `${NAMESPACE}:${PREFIX}${id}`));
+      return removable;
+    },
+    ping: async () => journal.usable(),
     close: () => keyv.disconnect(),
   };
 }

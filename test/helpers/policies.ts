@@ -8,6 +8,8 @@ settings:
   defaultDurationHours: 4
   maxDurationHours: 24
   pendingExpiryHours: 24
+  # Tests file many requests per user quickly; the creation rate limit is tested on its own (test/state/bounded-state.test.ts).
+  requestRateBurst: 100000
 identity:
   jwt:
     secret: \${PAMGATE_JWT_SECRET}

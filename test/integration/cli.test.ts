@@ -159,6 +159,28 @@ describe('client verbs', () => {
     }
   });
 
+  it('request prints why an over-limit input or a too-fast request was refused', async () => {
+    const upstream = await startUpstreamProcess();
+    const gw = await startTestGateway({ policies: TEST_POLICIES.replace('requestRateBurst: 100000', 'requestRateBurst: 1'), upstreamUrl: upstream.url });
+    try {
+      const eve = { PAMGATE_TOKEN: await token('eve@contoso.com'), PAMGATE_SERVER: gw.controlUrl };
+      const long = await runCli(['request', '--task', 'New-JournalRule', '--reason', 'r'.repeat(1001)], eve);
+      expect(long.code).not.toBe(0);
+      expect(long.stderr).toMatch(/400: reason: at most 1000 characters/);
+      const params = Array.from({ length: 9 }, (_, i) => ['--param', `P${i}=v`]).flat();
+      const many = await runCli(['request', '--task', 'New-JournalRule', '--reason', 'ok', ...params], eve);
+      expect(many.code).not.toBe(0);
+      expect(many.stderr).toMatch(/400: parameters: at most 8 parameters that policy "journal-rules" has no rule for/);
+      expect((await runCli(['request', '--task', 'New-JournalRule', '--reason', 'ok'], eve)).code).toBe(0);
+      const fast = await runCli(['request', '--task', 'New-JournalRule', '--reason', 'again'], eve);
+      expect(fast.code).not.toBe(0);
+      expect(fast.stderr).toMatch(/429: you are filing requests too fast: at most 1 at once, then 60 an hour; try again in 60 s/);
+    } finally {
+      await gw.close();
+      await upstream.stop();
+    }
+  });
+
   it('token mints an HS256 token the gateway accepts', async () => {
     const r = await runCli(['token', '--user', 'alice@contoso.com', '--config', 'policies.yaml'], { PAMGATE_JWT_SECRET: TEST_SECRET });
     expect(r.code).toBe(0);

@@ -42,6 +42,25 @@ describe('ListingTable', () => {
     expect(rows(table)).toEqual(made.map((l, i) => [`r${i}`, l]));
   });
 
+  it('forgets a deleted row and keeps every other one intact (the last row moves into the gap)', () => {
+    const table = new ListingTable();
+    const made = Array.from({ length: 50 }, (_, i) => listing({ requester: `u${i}`, status: i % 2 ? 'approved' : 'canceled', dueAt: 10_000 + i, createdAt: i }));
+    made.forEach((l, i) => table.set(`r${i}`, l));
+    for (const i of [0, 49, 17, 3]) expect(table.delete(`r${i}`)).toBe(true);
+    expect(table.delete('r17')).toBe(false);
+    expect(table.size).toBe(46);
+    expect(table.createdAt('r17')).toBeUndefined();
+    const left = new Map(rows(table));
+    expect(left.size).toBe(46);
+    made.forEach((l, i) => expect(left.get(`r${i}`)).toEqual([0, 49, 17, 3].includes(i) ? undefined : l));
+    expect(table.countActive(0)).toBe(made.filter((l, i) => l.status === 'approved' && ![0, 49, 17, 3].includes(i)).length);
+    // A row set after deletes is found, and updates in place.
+    table.set('r17', made[17]!);
+    table.set('r17', { ...made[17]!, status: 'revoked' });
+    expect(table.size).toBe(47);
+    expect(new Map(rows(table)).get('r17')!.status).toBe('revoked');
+  });
+
   it('counts as active the approved requests not yet due', () => {
     const table = new ListingTable();
     table.set('due-later', listing({ status: 'approved', dueAt: 5_000 }));

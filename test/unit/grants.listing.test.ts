@@ -67,6 +67,7 @@ function service(requests: AccessRequest[]): AccessService {
     put: async () => undefined,
     forEach: async (visit) => requests.forEach((r) => visit(r)),
     withLock: (_id, fn) => fn(async () => undefined),
+    removeEnded: async (ids) => [...ids],
     ping: async () => true,
     close: async () => undefined,
   };
