@@ -47,7 +47,7 @@ async function main(argv: string[]): Promise<number> {
   } catch (err) {
     const command = argv.find((a) => !a.startsWith('-'));
     const hint = command !== undefined && command in COMMANDS ? `pamgate help ${command}` : 'pamgate help';
-    throw new CliError(`${(err as Error).message.split('\n')[0]!.replace(/\. To specify a positional argument.*$/, '')} (see ${hint})`);
+    throw new CliError(`${(err as Error).message.split('\n')[0]!.split('. To specify a positional argument')[0]} (see ${hint})`);
   }
   const { values: o, positionals } = parsed;
   const [command, ...rest] = positionals;

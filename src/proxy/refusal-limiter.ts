@@ -66,6 +66,7 @@ export class RefusalLimiter {
 
   #refill(bucket: Bucket): number {
     const { burst, perSecond } = this.limits();
-    return Math.min(burst, bucket.tokens + ((this.now() - bucket.at) / 1000) * perSecond);
+    // A clock that steps back (NTP, tests) earns nothing rather than a debt.
+    return Math.min(burst, bucket.tokens + (Math.max(0, this.now() - bucket.at) / 1000) * perSecond);
   }
 }

@@ -51,7 +51,7 @@ describe('pamgate audit export and verify after retention', () => {
       expect(note, tail.stderr).not.toBeNull();
       const head = await runCli(['audit', 'verify', dest]);
       expect(head.stdout).toMatch(new RegExp(`^ok ${note![1]} events`));
-      expect((await runCli(['audit', 'search', gw.dataDir, '--type', 'audit.pruned'])).stdout).toContain(`"throughHash":"${note![2]}"`);
+      expect((await runCli(['audit', 'search', gw.dataDir, '--type', 'audit.pruned', '--json'])).stdout).toContain(`"throughHash":"${note![2]}"`);
     } finally {
       await gw.close();
       await upstream.stop();

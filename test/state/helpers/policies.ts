@@ -9,6 +9,9 @@ settings:
   pendingExpiryHours: 24
   # Tests file many requests per user quickly; the creation rate limit is tested on its own (test/state/bounded-state.test.ts).
   requestRateBurst: 100000
+  # the suites send thousands of refused requests from one client on purpose
+  refusalBurst: 1000000
+  refusalsPerSecond: 1000000
 identity:
   jwt:
     secret: \${PAMGATE_JWT_SECRET}
