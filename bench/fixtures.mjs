@@ -36,6 +36,9 @@ settings:
   defaultDurationHours: 4
   maxDurationHours: 24
   pendingExpiryHours: 24
+  # (c) measures the refusal path itself at full speed from one client: no refusal budget
+  refusalBurst: 1000000
+  refusalsPerSecond: 1000000
 identity:
   jwt:
     secret: \${PAMGATE_JWT_SECRET}

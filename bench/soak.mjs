@@ -8,8 +8,8 @@
 //     grant), each with a 1 MB parameter, on --flood keep-alive connections;
 //   - an abuser with a valid token loops create → cancel on the control API, alternating the
 //     largest inputs the API accepts and far larger ones, and never waits for its rate limit;
-// while the main thread, as a second client, alternates an ungated call and a granted gated
-// call, one at a time, and records their latency. It prints the p50/p99 of that client, the
+// while the main thread, as a second client (another user, from the same address), alternates an
+// ungated call and a granted gated call, one at a time, and records their latency. It prints the p50/p99 of that client, the
 // gateway's resident memory and the data dir's size over time, and exits 1 when the p99 is
 // over --p99-ms, the data dir grows faster than --max-dir-mib-per-min, or resident memory ends
 // over --max-rss-mib.
@@ -165,7 +165,7 @@ async function main() {
     for (let i = 0; Date.now() < until; i++) {
       const kind = i % 2 ? 'granted' : 'ungated';
       const t0 = performance.now();
-      const r = await request(`${proxy}${INVOKE}`, { method: 'POST', body: kind === 'granted' ? granted : ungated, headers: { 'content-type': 'application/json', ...(kind === 'granted' ? { authorization: bob } : {}) }, dispatcher: agent });
+      const r = await request(`${proxy}${INVOKE}`, { method: 'POST', body: kind === 'granted' ? granted : ungated, headers: { 'content-type': 'application/json', authorization: bob }, dispatcher: agent });
       await r.body.dump();
       latencies[kind].push(performance.now() - t0);
       statuses[`${kind} ${r.statusCode}`] = (statuses[`${kind} ${r.statusCode}`] ?? 0) + 1;
