@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { access, copyFile, mkdir, open, rename, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, open, rename, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { nodeAuditFs } from './fs.js';
 import { exportMarkerPath } from './retention.js';
 import { listSegments } from './segments.js';
+import { exists } from './fs.js';
 
 /**
  * `pamgate audit export DEST [DIR]`: copies each rotated segment of the data dir not exported yet
@@ -54,14 +55,5 @@ async function fsyncFile(path: string): Promise<void> {
     await fh.sync();
   } finally {
     await fh.close();
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
   }
 }

@@ -49,3 +49,13 @@ export const nodeAuditFs: AuditFs = Object.freeze({
       }),
     ),
 });
+
+/** Whether a file is there (any error, including no permission to look, counts as not). */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await nodeFs.promises.access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,9 +1,10 @@
-import { access, open, stat, unlink } from 'node:fs/promises';
+import { open, stat, unlink } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { nodeAuditFs } from './fs.js';
 import { parseStoredLine } from './line.js';
 import { readTail } from './recover.js';
 import { listSegments } from './segments.js';
+import { exists } from './fs.js';
 
 /**
  * Retention of rotated audit segments. Without a setting nothing is ever deleted. With
@@ -117,15 +118,6 @@ export function prunedStartCheck(start: { seq: number; prev: string }, pruned: {
     return `chain starts at seq ${start.seq} with prev ${start.prev.slice(0, 12)}…, but audit.pruned records seq ${before} with hash ${pruned.hash.slice(0, 12)}…`;
   }
   return null;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** seq and prev of a file's first line, or null when it has none that parses (verification then reports it). */

@@ -1,10 +1,10 @@
 import { createReadStream } from 'node:fs';
-import { access } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { GENESIS, isRecord } from './line.js';
 import { LIVE_FILE, chainFiles } from './segments.js';
 import { WAL_FILE, lapAfter, readLap, readWal } from './wal.js';
+import { exists } from './fs.js';
 
 export interface AuditFilter {
   /** Exact type, or a prefix ending in '*' (e.g. 'request.*'). */
@@ -74,15 +74,6 @@ export async function* readAuditEvents(
       if (!(ms >= since && ms < until)) return false;
     }
     return true;
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 
