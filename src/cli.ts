@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { SignJWT } from 'jose';
+import { AuditKeyError, readAuditKey } from './audit/key.js';
 import { verifyAuditFile } from './audit/verify.js';
 import { readAuditEvents } from './audit/search.js';
 import { callApi, callApiAllPages, CliError, print, type ClientOptions } from './cli/client.js';
@@ -14,10 +15,11 @@ import { PolicySet, shadowedRoleTasks } from './policy/compile.js';
 const USAGE = `usage: pamgate <command> [options]
 
   serve [--config FILE]                     run the gateway (env: PORT, HOST, ADMIN_PORT, UPSTREAM_URL, PAMGATE_DATA_DIR,
-                                            PAMGATE_STORE, PAMGATE_AUDIT_MAX_BYTES, PAMGATE_CONFIG_WATCH=off)
+                                            PAMGATE_STORE, PAMGATE_AUDIT_MAX_BYTES, PAMGATE_AUDIT_KEY_FILE, PAMGATE_CONFIG_WATCH=off)
   check FILE                                validate a policy file (file:line:col: message per error)
   explain --config FILE --user U --task T [--params JSON]
-  audit verify [FILE|DIR]                   check the hash chain (the live file or data dir: all segments)
+  audit verify [FILE|DIR] [--key-file F]    check the hash chain (the live file or data dir: all segments); with the
+                                            key file the gateway ran with (PAMGATE_AUDIT_KEY_FILE), its macs too
   audit search [FILE] [--type T] [--actor U] [--task T] [--request ID] [--since ISO] [--until ISO]
   request (--task T | --role R) --reason TEXT [--duration HOURS] [--ticket T] [--param K=V]...
   requests [--status S]
@@ -51,6 +53,7 @@ const OPTIONS = {
   until: { type: 'string' },
   amr: { type: 'string', multiple: true },
   hours: { type: 'string' },
+  'key-file': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -152,12 +155,17 @@ async function serve(configPath: string): Promise<number> {
       storeUrl: env['PAMGATE_STORE'],
       publicControlUrl: env['PAMGATE_PUBLIC_URL'],
       auditMaxBytes: positiveInt(env['PAMGATE_AUDIT_MAX_BYTES'], 'PAMGATE_AUDIT_MAX_BYTES'),
+      auditKeyFile: env['PAMGATE_AUDIT_KEY_FILE'] || undefined,
       watchConfig: env['PAMGATE_CONFIG_WATCH'] !== 'off',
     });
   } catch (err) {
     if (err instanceof ConfigInvalidError) {
       for (const e of err.errors) process.stderr.write(formatConfigError(e) + '\n');
       process.stderr.write('pamgate: refusing to start with an invalid policy file\n');
+      return 1;
+    }
+    if (err instanceof AuditKeyError) {
+      process.stderr.write(`pamgate: refusing to start: ${err.message}\n`);
       return 1;
     }
     throw err;
@@ -203,13 +211,16 @@ function positiveInt(value: string | undefined, name: string): number | undefine
   return n;
 }
 
-async function audit(rest: string[], o: { type?: string | undefined; actor?: string | undefined; task?: string | undefined; request?: string | undefined; since?: string | undefined; until?: string | undefined }): Promise<number> {
+async function audit(rest: string[], o: { 'key-file'?: string | undefined; type?: string | undefined; actor?: string | undefined; task?: string | undefined; request?: string | undefined; since?: string | undefined; until?: string | undefined }): Promise<number> {
   const [verb, fileArg] = rest;
   const file = fileArg ?? resolve(process.env['PAMGATE_DATA_DIR'] ?? './data', 'audit.jsonl');
   if (verb === 'verify') {
-    const result = await verifyAuditFile(file);
+    const keyFile = o['key-file'];
+    const key = keyFile === undefined ? undefined : await readAuditKey(keyFile, { what: '--key-file' }).catch(rethrowAsCliError);
+    const result = await verifyAuditFile(file, { key });
     if (result.ok) {
-      process.stdout.write(`ok ${result.events} events${result.segments ? ` in ${result.segments + 1} files` : ''}\n`);
+      process.stdout.write(`ok ${result.events} events${result.segments ? ` in ${result.segments + 1} files` : ''}${result.keyed ? `, macs of ${result.keyed} lines and audit.head checked with the key` : ''}\n`);
+      if (result.macsUnchecked) process.stderr.write(`note: keyed checks skipped: ${result.macsUnchecked} lines carry macs; give --key-file to check them\n`);
       if (result.inWal) process.stderr.write(`note: ${result.inWal} more acknowledged events are in audit.wal and not yet in the file (after a crash: the next start copies them in)\n`);
       return 0;
     }
@@ -224,6 +235,10 @@ async function audit(rest: string[], o: { type?: string | undefined; actor?: str
     return 0;
   }
   throw new CliError('audit takes verify FILE or search [FILE] [filters]');
+}
+
+function rethrowAsCliError(err: unknown): never {
+  throw err instanceof AuditKeyError ? new CliError(err.message) : err;
 }
 
 async function mintToken(configPath: string, o: { user?: string | undefined; amr?: string[] | undefined; hours?: string | undefined }): Promise<number> {

@@ -3,6 +3,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createAdaptorServer } from '@hono/node-server';
 import pino, { type Logger } from 'pino';
+import { readAuditKey } from './audit/key.js';
 import { AuditLog, type AuditFs } from './audit/log.js';
 import { readAuditEvents } from './audit/search.js';
 import { formatConfigError, loadPolicyFile, type ConfigError } from './config/load.js';
@@ -39,6 +40,8 @@ export interface GatewayOptions {
   env?: NodeJS.ProcessEnv;
   /** Rotate audit.jsonl into a segment at this size (default 64 MiB). */
   auditMaxBytes?: number | undefined;
+  /** HMAC key file of the keyed audit chain (outside dataDir); absent: the plain chain only. */
+  auditKeyFile?: string | undefined;
   /** Audit file primitives (fault-injection tests). */
   auditFs?: AuditFs;
   /** Reload when the policy file changes (default true; SIGHUP works either way). */
@@ -89,12 +92,16 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
 
   // One process per data dir: a second one would fork the audit chain and lose embedded state.
   await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
+  const auditKey = opts.auditKeyFile !== undefined ? await readAuditKey(opts.auditKeyFile, { dataDir: opts.dataDir, what: 'PAMGATE_AUDIT_KEY_FILE' }) : undefined;
   const lock = await lockDataDir(opts.dataDir, log);
   let started = false;
   try {
     // Created before what it reports on: the gauges read audit and service only when scraped.
     const metrics = createMetrics(() => audit.stats(), () => service.activeGrantCount());
-    const audit = await AuditLog.open({ dir: opts.dataDir, now, onDurable: metrics.onAuditDurable, ...(opts.auditMaxBytes ? { maxBytes: opts.auditMaxBytes } : {}), ...(opts.auditFs ? { fs: opts.auditFs } : {}) });
+    const audit = await AuditLog.open({ dir: opts.dataDir, now, onDurable: metrics.onAuditDurable, ...(opts.auditMaxBytes ? { maxBytes: opts.auditMaxBytes } : {}), ...(opts.auditFs ? { fs: opts.auditFs } : {}), macKey: auditKey });
+    if (audit.anchorMissing !== null) {
+      log.error({ auditPath: audit.path, fileSeq: audit.anchorMissing.fileSeq }, 'audit.head was missing next to a non-empty audit file: lines cut from its end cannot be ruled out; recorded as audit.unanchored, which `pamgate audit verify` reports');
+    }
     const store: RequestStore = await openStore(opts, log);
     const service = new AccessService(store, audit, () => policies, now);
     // Shared store: follow the other instances; grants count only while that view is fresh.
@@ -110,7 +117,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     const upstreamUrl = opts.upstreamUrl ?? demo!.url;
 
     // auditRestored: lines the audit file had lost in a crash, copied back from audit.wal by open().
-    await audit.append({ type: 'gateway.started', actor: null, upstream: upstreamUrl, pid: process.pid, store: sync ? 'redis' : 'embedded', ...(audit.restoredLines > 0 ? { auditRestored: audit.restoredLines } : {}) });
+    await audit.append({ type: 'gateway.started', actor: null, upstream: upstreamUrl, pid: process.pid, store: sync ? 'redis' : 'embedded', auditKeyed: auditKey !== undefined, ...(audit.restoredLines > 0 ? { auditRestored: audit.restoredLines } : {}) });
     await audit.append({ type: 'policy.loaded', actor: null, file: opts.configPath, policies: policies.policies.size });
 
     // Known once the control listener is bound (its port may be ephemeral).
