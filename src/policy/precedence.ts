@@ -80,7 +80,7 @@ export function precedenceFindings(
       errors.push({
         at: later.index,
         field: 'task',
-        message: `${label(later.index)} and ${label(earlier.index)} both match tasks such as ${both}, and neither pattern contains the other: which one governs would depend on file order; make one of them narrower than the other, or name the overlapping tasks in policies of their own`,
+        message: `${label(later.index)} and ${label(earlier.index)} both match tasks such as ${both}, and neither pattern contains the other: which one governs would depend on file order; narrow one of them until the two no longer meet or one lies inside the other`,
       });
     } else {
       const [broad, narrow] = laterInside ? [earlier, later] : [later, earlier];

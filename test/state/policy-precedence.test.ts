@@ -53,7 +53,7 @@ describe('overlapping policies of the same precedence', () => {
     const r = await runCli(['check', config]);
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split('\n')).toEqual([
-      `${config}:15:11: policies[1].task: policy "transport-rules" (task *-TransportRule) and policy "set-any" (task Set-*) both match tasks such as set-transportrule, and neither pattern contains the other: which one governs would depend on file order; make one of them narrower than the other, or name the overlapping tasks in policies of their own`,
+      `${config}:15:11: policies[1].task: policy "transport-rules" (task *-TransportRule) and policy "set-any" (task Set-*) both match tasks such as set-transportrule, and neither pattern contains the other: which one governs would depend on file order; narrow one of them until the two no longer meet or one lies inside the other`,
     ]);
   });
 

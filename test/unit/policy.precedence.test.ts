@@ -63,7 +63,7 @@ describe('policies of the same precedence covering one task', () => {
     expect(r.ok).toBe(false);
     if (r.ok) return;
     expect(r.errors.map(formatConfigError)).toEqual([
-      'p.yaml:12:11: policies[1].task: policy "transport-rules" (task *-TransportRule) and policy "set-any" (task Set-*) both match tasks such as set-transportrule, and neither pattern contains the other: which one governs would depend on file order; make one of them narrower than the other, or name the overlapping tasks in policies of their own',
+      'p.yaml:12:11: policies[1].task: policy "transport-rules" (task *-TransportRule) and policy "set-any" (task Set-*) both match tasks such as set-transportrule, and neither pattern contains the other: which one governs would depend on file order; narrow one of them until the two no longer meet or one lies inside the other',
     ]);
   });
 
