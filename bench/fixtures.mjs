@@ -97,7 +97,8 @@ function largeSpec(total) {
   const globs = [];
   const tasks = [];
   for (let r = 0; r < LARGE_ROLES; r++) roles.push({ id: `bench-role-${r}`, role: `BenchRole${r}`, tasks: [0, 1, 2].map((k) => `Set-BenchRole${r}Task${k}`) });
-  for (let g = 0; g < LARGE_GLOBS; g++) globs.push({ id: `bench-glob-${g}`, task: `Remove-BenchGlob${g}*` });
+  // Ending in 'Item' keeps them apart from '*-TransportRule': overlapping globs of one precedence are a load error.
+  for (let g = 0; g < LARGE_GLOBS; g++) globs.push({ id: `bench-glob-${g}`, task: `Remove-BenchGlob${g}*Item` });
   const exact = total - BASE_COUNT - LARGE_ROLES - LARGE_GLOBS;
   for (let i = 0; i < exact; i++) tasks.push({ id: `bench-task-${i}`, task: `Set-BenchTask${i}`, ruled: i % 10 === 0 });
   return { roles, globs, tasks };

@@ -8,6 +8,7 @@ import { COMMANDS, USAGE } from './cli/usage.js';
 
 const OPTIONS = {
   config: { type: 'string' },
+  'key-file': { type: 'string' },
   user: { type: 'string' },
   task: { type: 'string' },
   role: { type: 'string' },

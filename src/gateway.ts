@@ -8,6 +8,7 @@ import { createAdaptorServer } from '@hono/node-server';
 import pino, { type Logger } from 'pino';
 import { boundedAudit } from './audit/bound.js';
 import { DiskWatch, type MinFree, type StatFs } from './audit/disk.js';
+import { readAuditKey } from './audit/key.js';
 import { AuditLog, type AuditFs } from './audit/log.js';
 import type { RetentionPolicy } from './audit/retention.js';
 import { AuditUpkeep } from './audit/upkeep.js';
@@ -51,6 +52,8 @@ export interface GatewayOptions {
   env?: NodeJS.ProcessEnv;
   /** Rotate audit.jsonl into a segment at this size (default 64 MiB). */
   auditMaxBytes?: number | undefined;
+  /** HMAC key file of the keyed audit chain (outside dataDir); absent: the plain chain only. */
+  auditKeyFile?: string | undefined;
   /** Audit file primitives (fault-injection tests). */
   auditFs?: AuditFs;
   /** Free-space watermark of the audit disk (default: 1 GiB, or 5 % of a smaller disk). */
@@ -123,6 +126,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   await mkdir(opts.dataDir, { recursive: true, mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
     throw dataDirError(err, opts.dataDir);
   });
+  const auditKey = opts.auditKeyFile !== undefined ? await readAuditKey(opts.auditKeyFile, { dataDir: opts.dataDir, what: 'PAMGATE_AUDIT_KEY_FILE' }).catch((err: Error) => {
+    throw new StartupError(err.message);
+  }) : undefined;
   const lock = await lockDataDir(opts.dataDir, log);
   let started = false;
   // Undone in reverse order when the start cannot complete: nothing stays open or listening.
@@ -131,10 +137,13 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     // Created before what it reports on: the gauges read audit and service only when scraped.
     const metrics = createMetrics(() => audit.stats(), () => service.activeGrantCount());
     let upkeep: AuditUpkeep | null = null;
-    const audit = await AuditLog.open({ dir: opts.dataDir, now, onDurable: metrics.onAuditDurable, onRotated: () => upkeep?.afterRotation(), ...(opts.auditMaxBytes ? { maxBytes: opts.auditMaxBytes } : {}), ...(opts.auditFs ? { fs: opts.auditFs } : {}) }).catch((err: NodeJS.ErrnoException) => {
+    const audit = await AuditLog.open({ dir: opts.dataDir, now, onDurable: metrics.onAuditDurable, onRotated: () => upkeep?.afterRotation(), ...(opts.auditMaxBytes ? { maxBytes: opts.auditMaxBytes } : {}), ...(opts.auditFs ? { fs: opts.auditFs } : {}), macKey: auditKey }).catch((err: NodeJS.ErrnoException) => {
       throw dataDirError(err, opts.dataDir);
     });
     undo.push(() => audit.close());
+    if (audit.anchorMissing !== null) {
+      log.error({ auditPath: audit.path, fileSeq: audit.anchorMissing.fileSeq }, 'audit.head was missing next to a non-empty audit file: lines cut from its end cannot be ruled out; recorded as audit.unanchored, which `pamgate audit verify` reports');
+    }
     // What clients can get into an event is bounded on its way to the writer (audit/bound.ts).
     const recorder = boundedAudit(audit);
     const disk = new DiskWatch({ dir: opts.dataDir, minFree: opts.auditMinFree, intervalMs: opts.auditDiskCheckMs, statfs: opts.auditStatFs, log });
@@ -164,7 +173,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     const upstreamUrl = opts.upstreamUrl ?? demo!.url;
 
     // auditRestored: lines the audit file had lost in a crash, copied back from audit.wal by open().
-    await audit.append({ type: 'gateway.started', actor: null, upstream: upstreamUrl, pid: process.pid, store: sync ? 'redis' : 'embedded', ...(audit.restoredLines > 0 ? { auditRestored: audit.restoredLines } : {}) });
+    await audit.append({ type: 'gateway.started', actor: null, upstream: upstreamUrl, pid: process.pid, store: sync ? 'redis' : 'embedded', auditKeyed: auditKey !== undefined, ...(audit.restoredLines > 0 ? { auditRestored: audit.restoredLines } : {}) });
     await audit.append({ type: 'policy.loaded', actor: null, file: opts.configPath, policies: policies.policies.size });
 
     // Known once the control listener is bound (its port may be ephemeral).

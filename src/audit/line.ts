@@ -8,7 +8,7 @@ export const HASH_SUFFIX_LEN = 75;
 const HASH_KEY = ',"hash":"';
 
 /** Fields the writer owns; an event carrying one of them is refused rather than silently dropped. */
-const RESERVED: ReadonlySet<string> = new Set(['seq', 'time', 'prev', 'hash']);
+const RESERVED: ReadonlySet<string> = new Set(['seq', 'time', 'prev', 'mac', 'hash']);
 /** Written in fixed positions right after `time`, so skipped when copying extras. */
 const POSITIONAL: ReadonlySet<string> = new Set(['type', 'actor', 'task', 'policy', 'requestId', 'remote']);
 

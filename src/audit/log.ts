@@ -2,8 +2,9 @@ import { constants as fsConstants } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { nodeAuditFs, type AuditFs } from './fs.js';
-import { HEAD_FILE, HEAD_SIZE, encodeHead, readHead } from './head.js';
+import { HEAD_FILE, HEAD_SIZE, KEYED_HEAD_SIZE, encodeHead, readHead } from './head.js';
 import { GENESIS, hashOfStart, lineStart, sealLine, serialiseFields } from './line.js';
+import { headMac, withMac } from './mac.js';
 import { planReplay, readTail, type TailState } from './recover.js';
 import { LIVE_FILE, listSegments, segmentName } from './segments.js';
 import { DEFAULT_WAL_BYTES, LAP_DATA, WAL_FILE, Wal, readLap, readWal, type LapBase } from './wal.js';
@@ -39,6 +40,8 @@ export interface AuditLogOptions {
   checkpointMs?: number;
   /** Called after the live file was rotated into a new segment (disk check, retention). */
   onRotated?: () => void;
+  /** HMAC key of the keyed chain (mac.ts): every line and audit.head then carry a mac. */
+  macKey?: Buffer | undefined;
 }
 
 export const DEFAULT_MAX_BYTES = 64 * 1024 * 1024;
@@ -121,6 +124,7 @@ interface State {
   seq: number;
   prev: string;
   size: number;
+  macKey: Buffer | null;
 }
 
 /**
@@ -149,6 +153,9 @@ export class AuditLog {
   readonly #walPath: string;
   /** Lines open() copied from the WAL into audit.jsonl (the file had lost them in a crash). */
   readonly restoredLines: number;
+  /** Set when open() found no audit.head next to a non-empty chain (recorded as audit.unanchored). */
+  anchorMissing: { fileSeq: number } | null = null;
+  readonly #macKey: Buffer | null;
   #fd: number;
   readonly #headFd: number;
   #nextSegment: number;
@@ -203,7 +210,7 @@ export class AuditLog {
   #headWrittenAt = -Infinity;
   #headWrittenSeq = 0;
   #headIdleWaiters: Array<() => void> = [];
-  readonly #headBuf: Buffer = Buffer.alloc(HEAD_SIZE);
+  readonly #headBuf: Buffer;
 
   #lastMs = NaN;
   #lastIso = '';
@@ -224,6 +231,8 @@ export class AuditLog {
     this.#wal = s.wal;
     this.#walPath = s.walPath;
     this.restoredLines = s.restored;
+    this.#macKey = s.macKey;
+    this.#headBuf = Buffer.alloc(s.macKey === null ? HEAD_SIZE : KEYED_HEAD_SIZE);
     this.#liveBase = s.liveBase;
     this.#nextSegment = s.nextSegment;
     this.#fd = s.fd;
@@ -281,7 +290,7 @@ export class AuditLog {
       const log = new AuditLog({
         dir: opts.dir, path, fs, now: opts.now ?? Date.now, fd, headFd, onDurable: opts.onDurable, onRotated: opts.onRotated, wal, walPath,
         restored: plan?.restored ?? 0, liveBase, maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES, checkpointMs: opts.checkpointMs ?? HEAD_INTERVAL_MS, nextSegment: (segments.at(-1)?.index ?? 0) + 1,
-        seq, prev: hash, size,
+        seq, prev: hash, size, macKey: opts.macKey ?? null,
       });
       const records: Array<Promise<void>> = [];
       if (dropped !== null) {
@@ -293,6 +302,16 @@ export class AuditLog {
         records.push(log.append({
           type: 'audit.truncated', headSeq: head.seq, headHash: head.hash, fileSeq: seq, fileHash: hash,
         }));
+      } else if (typeof head === 'object' || seq === 0) {
+        // Anchored now, durably, so that a crash before the first checkpoint leaves a head (lagging, never missing).
+        await log.#writeHead();
+        await fs.fdatasync(headFd).catch(() => undefined);
+        if (head === 'absent') await (fs.syncDir ?? nodeAuditFs.syncDir!)(opts.dir).catch(() => undefined);
+      } else {
+        // No anchor next to a chain that has lines: lines cut from its end could not be told. Recorded
+        // in the chain (verify reports that line) rather than silently re-anchored by the next checkpoint.
+        log.anchorMissing = { fileSeq: seq };
+        records.push(log.append({ type: 'audit.unanchored', head: head === 'absent' ? 'missing' : 'unreadable', fileSeq: seq, fileHash: hash }));
       }
       await Promise.all(records);
       return log;
@@ -432,8 +451,10 @@ export class AuditLog {
     let seq = this.#seq;
     let prev = this.#prev;
     let text = '';
+    const key = this.#macKey;
     for (let i = 0; i < n; i++) {
-      const start = lineStart(++seq, batch.times[i]!, batch.fields[i]!, prev);
+      const plain = lineStart(++seq, batch.times[i]!, batch.fields[i]!, prev);
+      const start = key === null ? plain : withMac(plain, key);
       prev = hashOfStart(start);
       text += sealLine(start, prev);
     }
@@ -780,11 +801,12 @@ export class AuditLog {
 
   async #writeHead(): Promise<void> {
     const seq = this.#syncedSeq;
-    encodeHead(seq, this.#syncedHash, this.#headBuf);
+    const size = this.#headBuf.length;
+    encodeHead(seq, this.#syncedHash, this.#headBuf, this.#macKey === null ? undefined : headMac(this.#macKey, seq, this.#syncedHash));
     try {
       // Whole or not at all: half a new record over the old one would name a line that never was.
-      for (let off = 0; off < HEAD_SIZE; ) {
-        const written = await this.#fs.write(this.#headFd, this.#headBuf, off, HEAD_SIZE - off, off);
+      for (let off = 0; off < size; ) {
+        const written = await this.#fs.write(this.#headFd, this.#headBuf, off, size - off, off);
         if (written <= 0) throw new Error('audit head write made no progress');
         off += written;
       }

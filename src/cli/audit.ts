@@ -2,11 +2,13 @@
 import { open, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { exportSegments } from '../audit/export.js';
+import { readAuditKey } from '../audit/key.js';
 import { readAuditEvents, type AuditFilter } from '../audit/search.js';
 import { verifyAuditFile } from '../audit/verify.js';
 import { CliError } from './errors.js';
 
 export interface AuditOptions {
+  'key-file'?: string | undefined;
   type?: string | undefined;
   actor?: string | undefined;
   task?: string | undefined;
@@ -23,16 +25,20 @@ export async function audit(rest: string[], o: AuditOptions): Promise<number> {
   if (verb === 'export') return exportTo(fileArg, extra);
   if (extra !== undefined) throw new CliError(`audit ${verb} takes one file or data dir, got also "${extra}"`);
   const file = fileArg ?? resolve(process.env['PAMGATE_DATA_DIR'] ?? './data', 'audit.jsonl');
-  if (verb === 'verify') return verify(file);
+  if (verb === 'verify') return verify(file, o['key-file']);
   if (verb === 'search') return search(await liveFile(file), o);
   if (verb === 'tail') return tail(await liveFile(file), o);
   throw new CliError(verb === undefined ? 'audit needs verify, search, tail or export (see pamgate help audit)' : `unknown audit command "${verb}": use verify, search, tail or export (see pamgate help audit)`);
 }
 
-async function verify(file: string): Promise<number> {
-  const result = await verifyAuditFile(file);
+async function verify(file: string, keyFile: string | undefined): Promise<number> {
+  const key = keyFile === undefined ? undefined : await readAuditKey(keyFile, { what: '--key-file' }).catch((err: Error) => {
+    throw new CliError(err.message);
+  });
+  const result = await verifyAuditFile(file, { key });
   if (result.ok) {
-    process.stdout.write(`ok ${result.events} events${result.segments ? ` in ${result.segments + 1} files` : ''}\n`);
+    process.stdout.write(`ok ${result.events} events${result.segments ? ` in ${result.segments + 1} files` : ''}${result.keyed ? `, macs of ${result.keyed} lines and audit.head checked with the key` : ''}\n`);
+    if (result.macsUnchecked) process.stderr.write(`note: keyed checks skipped: ${result.macsUnchecked} lines carry macs; give --key-file to check them\n`);
     if (result.prunedThrough) {
       process.stderr.write(`note: events 1–${result.prunedThrough} were deleted by retention (recorded as audit.pruned); verified ${result.prunedThrough + 1}–${result.events}. Their export verifies on its own and must end with hash ${result.prunedHash}\n`);
     }

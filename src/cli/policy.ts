@@ -6,12 +6,13 @@ import { demoEnv } from './demo-env.js';
 import { explain } from './explain.js';
 
 export async function check(file: string): Promise<number> {
-  const result = await loadPolicyFile(file, demoEnv());
+  const result = await loadPolicyFile(file, demoEnv(), { lint: true });
   if (!result.ok) {
     for (const e of result.errors) process.stderr.write(formatConfigError(e) + '\n');
     return 1;
   }
   process.stdout.write(`${file}: ok, ${result.config.policies.length} policies\n`);
+  for (const w of result.warnings) process.stdout.write(formatConfigError(w) + '\n');
   for (const w of shadowedRoleTasks(new PolicySet(result.config))) {
     process.stdout.write(`${file}: warning: policy ${w.policy} (role ${w.role}) does not cover ${w.task}: policy ${w.governedBy} governs it (task policies win over roles)\n`);
   }

@@ -43,6 +43,7 @@ export async function serve(configPath: string): Promise<number> {
       auditMaxBytes: positiveInt(env['PAMGATE_AUDIT_MAX_BYTES'], 'PAMGATE_AUDIT_MAX_BYTES'),
       auditMinFree: env['PAMGATE_AUDIT_MIN_FREE'] ? setting(() => parseMinFree(env['PAMGATE_AUDIT_MIN_FREE']!)) : undefined,
       auditRetention: setting(() => retentionFromEnv(env)),
+      auditKeyFile: env['PAMGATE_AUDIT_KEY_FILE'] || undefined,
       watchConfig: env['PAMGATE_CONFIG_WATCH'] !== 'off',
       tls: tlsFilesFromEnv(env),
       log,

@@ -22,6 +22,7 @@ environment:
   PAMGATE_STORE                   redis://host:port to share state between instances
   PAMGATE_PUBLIC_URL              the control listener's public URL (links, error bodies)
   PAMGATE_AUDIT_MAX_BYTES         rotate the audit file at this size
+  PAMGATE_AUDIT_KEY_FILE          HMAC key (outside the data dir) that keys the audit chain
   PAMGATE_AUDIT_MIN_FREE          free-space watermark of the data dir (bytes, 2GiB, 5%; 0 off)
   PAMGATE_AUDIT_RETENTION_DAYS    delete rotated segments this many days old (default: keep)
   PAMGATE_AUDIT_RETENTION_REQUIRE_EXPORT=true  delete a rotated segment only once exported
@@ -45,12 +46,13 @@ Prints the decision for user U running task T (with parameters JSON) under the p
   },
   audit: {
     summary: 'verify, search, follow or export the audit file',
-    usage: `usage: pamgate audit verify [FILE|DIR]
+    usage: `usage: pamgate audit verify [FILE|DIR] [--key-file F]
        pamgate audit search [FILE|DIR] [--type T] [--actor U] [--task T] [--request ID] [--since ISO] [--until ISO] [--json]
        pamgate audit tail [FILE|DIR] [-n N] [-f] [--json]
        pamgate audit export DEST [DIR]
 
-  verify   check the hash chain (a data dir: every segment); prints "ok N events", else names the first bad line
+  verify   check the hash chain (a data dir: every segment); prints "ok N events", else names the first bad line;
+           with --key-file (the gateway's PAMGATE_AUDIT_KEY_FILE) every line's mac and audit.head's too
   search   events matching every filter given (--type takes a glob such as 'task.*')
   tail     the last N events (default 10); -f keeps printing new ones as they are written
   export   copy rotated segments not yet exported to DEST (checked by sha256), mark them exported

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { Document, isMap, isNode, isPair, isScalar, isSeq, LineCounter, parseDocument, visit } from 'yaml';
 import { taskKey } from '../policy/names.js';
+import { precedenceFindings } from '../policy/precedence.js';
 import { policyFileSchema, type PolicyFile } from './schema.js';
 
 /** One problem in a policy file, located for `file:line:col: message` output. */
@@ -13,23 +14,29 @@ export interface ConfigError {
   message: string;
 }
 
-export type LoadResult = { ok: true; config: PolicyFile } | { ok: false; errors: ConfigError[] };
+/** `warnings`: lint findings that do not stop a load (only computed with `lint`). */
+export type LoadResult = { ok: true; config: PolicyFile; warnings: ConfigError[] } | { ok: false; errors: ConfigError[] };
+
+export interface LoadOptions {
+  /** Also compute the warnings `pamgate check` prints. */
+  lint?: boolean;
+}
 
 export function formatConfigError(e: ConfigError): string {
   return `${e.file}:${e.line}:${e.col}: ${e.message}`;
 }
 
-export async function loadPolicyFile(file: string, env: NodeJS.ProcessEnv = process.env): Promise<LoadResult> {
+export async function loadPolicyFile(file: string, env: NodeJS.ProcessEnv = process.env, opts: LoadOptions = {}): Promise<LoadResult> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
     return { ok: false, errors: [{ file, line: 1, col: 1, message: `cannot read file: ${(err as Error).message}` }] };
   }
-  return parsePolicyText(text, file, env);
+  return parsePolicyText(text, file, env, opts);
 }
 
-export function parsePolicyText(text: string, file: string, env: NodeJS.ProcessEnv = process.env): LoadResult {
+export function parsePolicyText(text: string, file: string, env: NodeJS.ProcessEnv = process.env, opts: LoadOptions = {}): LoadResult {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   const at = (offset: number | undefined, message: string): ConfigError => {
@@ -43,6 +50,7 @@ export function parsePolicyText(text: string, file: string, env: NodeJS.ProcessE
 
   const envErrors = interpolateEnv(doc, env);
   const errors: ConfigError[] = envErrors.map((e) => at(e.offset, e.message));
+  const warnings: ConfigError[] = [];
   const parsed = policyFileSchema.safeParse(doc.toJS());
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
@@ -53,6 +61,13 @@ export function parsePolicyText(text: string, file: string, env: NodeJS.ProcessE
     }
   } else {
     for (const e of crossCheck(parsed.data)) errors.push(at(offsetOf(doc, e.path), `${pathText(e.path)}: ${e.message}`));
+    const precedence = precedenceFindings(parsed.data.policies, parsed.data.roles, opts.lint === true);
+    const located = (f: { at: number; field: string; message: string }, kind: string): ConfigError => {
+      const path = ['policies', f.at, f.field];
+      return at(offsetOf(doc, path), `${kind}${pathText(path)}: ${f.message}`);
+    };
+    for (const f of precedence.errors) errors.push(located(f, ''));
+    warnings.push(...precedence.warnings.map((f) => located(f, 'warning: ')));
     const jwt = parsed.data.identity?.jwt;
     if (jwt?.jwksFile !== undefined) {
       // Relative to the policy file, so the gateway reads the same file wherever it is started.
@@ -63,7 +78,7 @@ export function parsePolicyText(text: string, file: string, env: NodeJS.ProcessE
   }
   if (errors.length > 0) return { ok: false, errors };
   if (!parsed.success) throw new Error('unreachable');
-  return { ok: true, config: parsed.data };
+  return { ok: true, config: parsed.data, warnings };
 }
 
 /** Replaces `${NAME}` in every scalar string; an unset variable is an error at that scalar. */

@@ -1,6 +1,7 @@
 import type { PolicyEntry, PolicyFile, Settings } from '../config/schema.js';
 import { compileGlob, isGlob, taskKey, type GlobMatcher } from './names.js';
 import { compileParamRules, type CompiledParamRule } from './params.js';
+import { narrowestGlob } from './precedence.js';
 
 export interface CompiledPolicy {
   id: string;
@@ -68,7 +69,8 @@ export class PolicySet {
     if (this.globs.length === 0) return null;
     let hit = this.globCache.get(key);
     if (hit === undefined) {
-      const found = this.globs.filter((p) => p.glob!.test(key));
+      // The narrowest glob governs: a load refuses globs that overlap without one containing the other.
+      const found = narrowestGlob(this.globs.filter((p) => p.glob!.test(key)));
       hit = found.length > 0 ? found : null;
       if (this.globCache.size >= 10_000) this.globCache.clear();
       this.globCache.set(key, hit);

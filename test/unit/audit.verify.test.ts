@@ -43,11 +43,11 @@ describe('verifyAuditFile', () => {
     }
   });
 
-  it('accepts a log opened and closed with no event (its audit.head created, never written)', async () => {
+  it('accepts a log opened and closed with no event (its audit.head anchored at seq 0 by open)', async () => {
     const fresh = await mkdtemp(join(tmpdir(), 'pamgate-audit-'));
     try {
       await (await AuditLog.open({ dir: fresh })).close();
-      expect(await readFile(join(fresh, 'audit.head'), 'utf8')).toBe('');
+      expect(JSON.parse(await readFile(join(fresh, 'audit.head'), 'utf8'))).toEqual({ seq: 0, hash: '0'.repeat(64) });
       expect(await verifyAuditFile(fresh)).toEqual({ ok: true, events: 0, lastHash: '0'.repeat(64) });
     } finally {
       await rm(fresh, { recursive: true, force: true });
@@ -90,9 +90,25 @@ describe('verifyAuditFile', () => {
     expect(await verifyAuditFile(path)).toEqual({
       ok: false, line: 6, reason: 'file truncated: head records seq 6 but file ends at seq 5',
     });
-    // Without the anchor the shortened chain is self-consistent: the head is what catches this.
+    // Without the anchor the shortened chain is self-consistent: a missing head next to events is itself a failure.
     await unlink(join(dir, 'audit.head'));
-    expect(await verifyAuditFile(path)).toMatchObject({ ok: true, events: 5 });
+    expect(await verifyAuditFile(path)).toEqual({
+      ok: false, line: 6, reason: 'anchor missing: audit.head is absent but the chain holds 5 events, so lines cut from its end cannot be ruled out',
+    });
+  });
+
+  it('fails on an emptied audit.head next to events, and on a missing one even with the whole chain', async () => {
+    await writeFile(join(dir, 'audit.head'), '');
+    expect(await verifyAuditFile(path)).toMatchObject({ ok: false, line: 7, reason: expect.stringMatching(/^anchor missing: audit.head is absent/) });
+    await unlink(join(dir, 'audit.head'));
+    expect(await verifyAuditFile(dir)).toMatchObject({ ok: false, line: 7, reason: expect.stringMatching(/^anchor missing/) });
+  });
+
+  it('needs no anchor for a copy under another name, or for a rotated segment', async () => {
+    const copy = join(dir, 'copy.jsonl');
+    await writeFile(copy, rows.map((l) => l + '\n').join(''));
+    await unlink(join(dir, 'audit.head'));
+    expect(await verifyAuditFile(copy)).toMatchObject({ ok: true, events: 6 });
   });
 
   it('detects a file emptied completely', async () => {
