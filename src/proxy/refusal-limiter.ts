@@ -33,6 +33,11 @@ export class RefusalLimiter {
     private readonly now: () => number,
   ) {}
 
+  /** Whether any client was refused lately: while none was, requests pay for nothing else here. */
+  get idle(): boolean {
+    return this.#byAddress.size === 0;
+  }
+
   /** Whether this address was refused lately: the cheap test before looking up who is calling. */
   watches(address: string): boolean {
     return this.#byAddress.has(address);

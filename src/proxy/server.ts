@@ -118,8 +118,9 @@ export function createProxyServer(ctx: ProxyContext, forwarder: Forwarder, limit
         });
       });
     // Only a client refused lately pays for the check (and for naming who it is before its body is read).
-    const address = ctx.refusals ? (remoteOf(req, ctx.policies()) ?? '') : '';
-    if (!ctx.refusals?.watches(address) || !mayRunCommands({ url: req.url ?? '/', alternateUrls: alternateTargets(req, ctx.upstreamBasePath) })) return proceed();
+    if (ctx.refusals === undefined || ctx.refusals.idle) return proceed();
+    const address = remoteOf(req, ctx.policies()) ?? '';
+    if (!ctx.refusals.watches(address) || !mayRunCommands({ url: req.url ?? '/', alternateUrls: alternateTargets(req, ctx.upstreamBasePath) })) return proceed();
     callerOf(ctx, req).then(
       (user) => {
         const wait = ctx.refusals!.retryAfter(address, user);
